@@ -1,0 +1,152 @@
+//! `ferry` binary: parse arguments, dispatch, map errors to exit codes.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferry::output::OutputFormat;
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Move Kubernetes namespaces — objects and volume data — between clusters, driven by Git")]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `ferry=debug`.
+    #[arg(long, global = true, env = "FERRY_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the embedded demo: bring up the local clusters `east` and `west` and show them.
+    Demo {
+        /// State directory of the local clusters.
+        #[arg(long, env = "FERRY_STATE")]
+        state: Option<PathBuf>,
+    },
+    /// Local multi-cluster harness made of real upstream Kubernetes components.
+    #[command(subcommand)]
+    Dev(DevCommand),
+    /// Validate a placement repository (not implemented yet: placement-repository issue).
+    Validate { path: PathBuf },
+    /// Show what Ferry would do for a placement commit (not implemented yet: placement-repository issue).
+    Plan {
+        #[arg(long)]
+        repo: String,
+    },
+    /// Migrate one namespace between clusters (not implemented yet: migration issue).
+    Migrate {
+        namespace: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Volume data mover (not implemented yet: volume issue).
+    Mover,
+    /// Run as a long-lived GitOps agent (not implemented yet: agent issue).
+    Agent,
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Start local clusters (default `east` and `west`) and wait until every component is healthy.
+    Up {
+        #[command(flatten)]
+        state: StateArg,
+        /// Cluster names to start.
+        #[arg(long, value_delimiter = ',', default_value = "east,west")]
+        clusters: Vec<String>,
+        /// Simulated (kwok) nodes per cluster.
+        #[arg(long, default_value_t = 2)]
+        nodes: u32,
+        /// Allocatable CPU of each simulated node (Kubernetes quantity).
+        #[arg(long, default_value = "4")]
+        node_cpu: String,
+        /// Allocatable memory of each simulated node (Kubernetes quantity).
+        #[arg(long, default_value = "16Gi")]
+        node_memory: String,
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Stop every process the harness started and free its ports (also after a crash).
+    Down {
+        #[command(flatten)]
+        state: StateArg,
+        /// Also delete the state directory (data, certificates, kubeconfig).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Report each cluster's health.
+    Status {
+        #[command(flatten)]
+        state: StateArg,
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Build (or find cached) upstream binaries and print their directory.
+    Binaries,
+    /// (internal) Run the hostPath volume provisioner for one cluster in the foreground.
+    #[command(hide = true)]
+    Provisioner {
+        #[command(flatten)]
+        state: StateArg,
+        #[arg(long)]
+        cluster: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct StateArg {
+    /// State directory (ports, pids, data, kubeconfig). Default: $XDG_STATE_HOME/ferry/dev or ~/.local/state/ferry/dev.
+    #[arg(long = "state", env = "FERRY_STATE")]
+    dir: Option<PathBuf>,
+}
+
+impl StateArg {
+    fn resolve(self) -> PathBuf {
+        self.dir.unwrap_or_else(ferry::dev::default_state_dir)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ferry::output::init_tracing(&cli.log);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    use ferry::dev;
+    match command {
+        Command::Demo { state } => {
+            let state = state.unwrap_or_else(dev::default_state_dir);
+            dev::demo(&state).await?;
+        }
+        Command::Dev(DevCommand::Up { state, clusters, nodes, node_cpu, node_memory, output }) => {
+            let opts = dev::UpOptions { clusters, nodes, node_cpu, node_memory };
+            let report = dev::up(&state.resolve(), &opts).await?;
+            dev::print_status(&report, output)?;
+        }
+        Command::Dev(DevCommand::Down { state, purge }) => dev::down(&state.resolve(), purge)?,
+        Command::Dev(DevCommand::Status { state, output }) => {
+            let report = dev::status(&state.resolve()).await?;
+            dev::print_status(&report, output)?;
+            if !report.healthy() {
+                return Ok(ExitCode::from(3));
+            }
+        }
+        Command::Dev(DevCommand::Binaries) => println!("{}", dev::binaries::ensure()?.display()),
+        Command::Dev(DevCommand::Provisioner { state, cluster }) => dev::provisioner::run(&state.resolve(), &cluster).await?,
+        Command::Validate { .. } | Command::Plan { .. } | Command::Migrate { .. } | Command::Mover | Command::Agent => {
+            eprintln!("error: this command is not implemented yet");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
