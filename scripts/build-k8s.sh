@@ -42,13 +42,15 @@ make_wrapper() { # dir module version rewrite-fn
     echo
     # Lines like:  k8s.io/api => ./staging/src/k8s.io/api   or   go.etcd.io/etcd/api/v3 => ../api
     grep -E '^\s*(replace\s+)?[^ ]+\s+=>\s+\.\.?/' "$gomod" | sed -E 's/^\s*replace\s+//' | while read -r mod _arrow _path; do
-      echo "replace $mod => $mod $($rewrite "$mod")"
+      v=$($rewrite "$mod"); [ -n "$v" ] && echo "replace $mod => $mod $v"
     done
   } > "$dir/go.mod"
 }
 
 k8s_staging_version() { echo "v0.${K8S_VERSION#v1.}"; }
-etcd_staging_version() { echo "$ETCD_VERSION"; }
+# Only etcd's own /v3 modules are published at the etcd version; other local
+# replaces (e.g. a FORBIDDEN_DEPENDENCY guard) are dropped.
+etcd_staging_version() { case "$1" in */v3) echo "$ETCD_VERSION";; esac; }
 
 have() { [ -x "$BIN/$1" ] && "$BIN/$1" --version >/dev/null 2>&1; }
 
