@@ -52,7 +52,8 @@ k8s_staging_version() { echo "v0.${K8S_VERSION#v1.}"; }
 # replaces (e.g. a FORBIDDEN_DEPENDENCY guard) are dropped.
 etcd_staging_version() { case "$1" in */v3) echo "$ETCD_VERSION";; esac; }
 
-have() { [ -x "$BIN/$1" ] && "$BIN/$1" --version >/dev/null 2>&1; }
+version_of() { if [ "$1" = kubectl ]; then "$BIN/kubectl" version --client 2>&1 | head -1; else "$BIN/$1" --version 2>&1 | head -1; fi; }
+have() { [ -x "$BIN/$1" ] && version_of "$1" >/dev/null; }
 
 ensure_go
 export CGO_ENABLED=0
@@ -101,6 +102,6 @@ else
   log "all binaries cached in $BIN"
 fi
 for c in "${k8s_cmds[@]}" etcd kwok; do
-  log "  $c: $("$BIN/$c" --version 2>&1 | head -1)"
+  log "  $c: $(version_of "$c")"
 done
 echo "$BIN"
