@@ -16,7 +16,10 @@ pub enum OutputFormat {
 /// Structured logs to stderr: human-readable on a terminal, JSON lines otherwise
 /// (override with FERRY_LOG_FORMAT=json|text).
 pub fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube's client builder logs every failed connection at ERROR; callers get
+    // the same error as a Result and decide whether it matters (polling loops).
+    let filter = format!("{filter},kube_client::client::builder=off");
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = match std::env::var("FERRY_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("text") => false,

@@ -1,15 +1,584 @@
-//! Local multi-cluster harness (placeholder while being written).
+//! The local multi-cluster harness behind `ferry dev up | down | status`.
+//!
+//! Each cluster is a set of real upstream processes — etcd, kube-apiserver
+//! (TLS, RBAC, service accounts), kube-controller-manager, kube-scheduler and
+//! kwok simulating nodes and pods — plus Ferry's own hostPath volume
+//! provisioner. Everything lives under one state directory:
+//!
+//! ```text
+//! STATE/state.json            ports and pids of every component
+//! STATE/kubeconfig            one context per cluster
+//! STATE/<cluster>/pki/        CA, serving and client certificates, SA key
+//! STATE/<cluster>/etcd/       etcd data
+//! STATE/<cluster>/volumes/    one directory per provisioned PersistentVolume
+//! STATE/<cluster>/logs/       one log file per component
+//! ```
 pub mod binaries;
+mod bootstrap;
+mod health;
+pub mod pki;
+pub mod process;
 pub mod provisioner;
+
+use std::collections::BTreeMap;
+use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
 use crate::output::OutputFormat;
-pub fn default_state_dir() -> PathBuf { PathBuf::from("/tmp/ferry-dev") }
-pub struct UpOptions { pub clusters: Vec<String>, pub nodes: u32, pub node_cpu: String, pub node_memory: String }
-#[derive(serde::Serialize)]
-pub struct StatusReport {}
-impl StatusReport { pub fn healthy(&self) -> bool { false } }
-pub async fn up(_s: &Path, _o: &UpOptions) -> anyhow::Result<StatusReport> { anyhow::bail!("todo") }
-pub async fn status(_s: &Path) -> anyhow::Result<StatusReport> { anyhow::bail!("todo") }
-pub fn down(_s: &Path, _p: bool) -> anyhow::Result<()> { anyhow::bail!("todo") }
-pub async fn demo(_s: &Path) -> anyhow::Result<()> { anyhow::bail!("todo") }
-pub fn print_status(_r: &StatusReport, _o: OutputFormat) -> anyhow::Result<()> { Ok(()) }
+use pki::Pki;
+
+/// Storage provisioner name of the harness's default StorageClass.
+pub const PROVISIONER_NAME: &str = "ferry.dev/hostpath";
+/// Name of the default StorageClass in every harness cluster.
+pub const DEFAULT_STORAGE_CLASS: &str = "standard";
+const KWOK_STAGES: &str = include_str!("kwok-stages.yaml");
+
+/// `$XDG_STATE_HOME/ferry/dev`, else `~/.local/state/ferry/dev`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("ferry/dev");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".local/state/ferry/dev")
+}
+
+/// What `up` starts.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    pub clusters: Vec<String>,
+    pub nodes: u32,
+    pub node_cpu: String,
+    pub node_memory: String,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        UpOptions { clusters: vec!["east".into(), "west".into()], nodes: 2, node_cpu: "4".into(), node_memory: "16Gi".into() }
+    }
+}
+
+/// Ports of one cluster's components on 127.0.0.1.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Ports {
+    pub etcd: u16,
+    pub etcd_peer: u16,
+    pub apiserver: u16,
+    pub controller_manager: u16,
+    pub scheduler: u16,
+    pub kwok: u16,
+}
+
+/// Persisted record of one cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub name: String,
+    pub ports: Ports,
+    /// component name → pid
+    pub pids: BTreeMap<String, u32>,
+    pub nodes: u32,
+    pub node_cpu: String,
+    pub node_memory: String,
+}
+
+/// Persisted record of the whole harness (`STATE/state.json`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub bin_dir: PathBuf,
+    pub clusters: Vec<ClusterState>,
+}
+
+/// Paths of a state directory.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path) -> anyhow::Result<Layout> {
+        fs::create_dir_all(root).with_context(|| format!("creating state directory {}", root.display()))?;
+        Ok(Layout { root: root.canonicalize()? })
+    }
+    pub fn state_file(&self) -> PathBuf { self.root.join("state.json") }
+    pub fn kubeconfig(&self) -> PathBuf { self.root.join("kubeconfig") }
+    pub fn cluster_dir(&self, c: &str) -> PathBuf { self.root.join(c) }
+    pub fn pki(&self, c: &str) -> PathBuf { self.cluster_dir(c).join("pki") }
+    pub fn volumes(&self, c: &str) -> PathBuf { self.cluster_dir(c).join("volumes") }
+    pub fn log(&self, c: &str, component: &str) -> PathBuf { self.cluster_dir(c).join("logs").join(format!("{component}.log")) }
+    pub fn component_kubeconfig(&self, c: &str) -> PathBuf { self.cluster_dir(c).join("admin.kubeconfig") }
+
+    pub fn load(&self) -> anyhow::Result<Option<State>> {
+        match fs::read(self.state_file()) {
+            Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| format!("parsing {}", self.state_file().display()))?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+    pub fn save(&self, state: &State) -> anyhow::Result<()> {
+        let tmp = self.state_file().with_extension("tmp");
+        fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
+        fs::rename(tmp, self.state_file())?;
+        Ok(())
+    }
+    fn lock(&self) -> anyhow::Result<fs::File> {
+        use fs2::FileExt;
+        let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.root.join("lock"))?;
+        f.lock_exclusive().context("locking the state directory")?;
+        Ok(f)
+    }
+}
+
+/// Health of one component.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComponentStatus {
+    pub name: String,
+    pub pid: Option<u32>,
+    pub running: bool,
+    pub healthy: bool,
+}
+
+/// Health of one cluster.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterStatus {
+    pub name: String,
+    pub context: String,
+    pub server: String,
+    pub version: Option<String>,
+    pub nodes_ready: u32,
+    pub nodes_total: u32,
+    pub components: Vec<ComponentStatus>,
+    pub error: Option<String>,
+}
+
+impl ClusterStatus {
+    pub fn healthy(&self) -> bool {
+        self.error.is_none() && self.components.iter().all(|c| c.healthy) && self.nodes_total > 0 && self.nodes_ready == self.nodes_total
+    }
+}
+
+/// Health of the whole harness.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusReport {
+    pub state_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub clusters: Vec<ClusterStatus>,
+}
+
+impl StatusReport {
+    pub fn healthy(&self) -> bool {
+        !self.clusters.is_empty() && self.clusters.iter().all(ClusterStatus::healthy)
+    }
+}
+
+const COMPONENTS: &[&str] = &["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "provisioner"];
+
+/// Start the clusters (or confirm they already run) and wait until every component is healthy.
+pub async fn up(state_dir: &Path, opts: &UpOptions) -> anyhow::Result<StatusReport> {
+    for name in &opts.clusters {
+        if !is_dns_label(name) {
+            bail!("cluster name {name:?} is not a DNS-1123 label (lowercase letters, digits and '-', at most 63)");
+        }
+    }
+    let layout = Layout::new(state_dir)?;
+    let _lock = layout.lock()?;
+    let started = Instant::now();
+    if let Some(state) = layout.load()? {
+        let same = state.clusters.iter().map(|c| &c.name).eq(opts.clusters.iter());
+        if same {
+            let report = status_of(&layout, &state).await;
+            if report.healthy() {
+                tracing::info!(state = %layout.root.display(), "clusters already running");
+                return Ok(report);
+            }
+        }
+        tracing::info!("restarting the harness: not every component is healthy");
+        stop(&layout, Some(&state));
+    } else {
+        stop(&layout, None);
+    }
+
+    let bin_dir = tokio::task::spawn_blocking(binaries::ensure).await??;
+    let previous = layout.load()?.unwrap_or_default();
+    let mut state = State { bin_dir: bin_dir.clone(), clusters: Vec::new() };
+    for name in &opts.clusters {
+        let old = previous.clusters.iter().find(|c| &c.name == name);
+        let ports = match old {
+            Some(c) if ports_free(&c.ports) => c.ports.clone(),
+            _ => allocate_ports()?,
+        };
+        state.clusters.push(ClusterState {
+            name: name.clone(),
+            ports,
+            pids: BTreeMap::new(),
+            nodes: opts.nodes,
+            node_cpu: opts.node_cpu.clone(),
+            node_memory: opts.node_memory.clone(),
+        });
+    }
+    layout.save(&state)?;
+
+    let result = async {
+        let mut tasks = Vec::new();
+        for cluster in state.clusters.clone() {
+            let layout = layout.clone();
+            let bin_dir = bin_dir.clone();
+            tasks.push(tokio::spawn(async move { start_cluster(&layout, &bin_dir, cluster).await }));
+        }
+        let mut started_clusters = Vec::new();
+        for t in tasks {
+            started_clusters.push(t.await??);
+        }
+        anyhow::Ok(started_clusters)
+    }
+    .await;
+    match result {
+        Ok(clusters) => state.clusters = clusters,
+        Err(e) => {
+            // Never leave half a harness behind: stop what was started.
+            stop(&layout, None);
+            return Err(e.context(format!("starting the clusters failed; component logs are under {}/<cluster>/logs/", layout.root.display())));
+        }
+    }
+    layout.save(&state)?;
+    write_kubeconfig(&layout, &state)?;
+    let report = status_of(&layout, &state).await;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), kubeconfig = %layout.kubeconfig().display(), "clusters up");
+    Ok(report)
+}
+
+/// Health of the harness in `state_dir`.
+pub async fn status(state_dir: &Path) -> anyhow::Result<StatusReport> {
+    let layout = Layout::new(state_dir)?;
+    let Some(state) = layout.load()? else {
+        bail!("no harness in {} (start one with `ferry dev up --state {}`)", layout.root.display(), layout.root.display());
+    };
+    Ok(status_of(&layout, &state).await)
+}
+
+/// Stop every process of the harness in `state_dir`; with `purge`, delete the directory too.
+pub fn down(state_dir: &Path, purge: bool) -> anyhow::Result<()> {
+    if !state_dir.exists() {
+        tracing::info!(state = %state_dir.display(), "nothing to stop");
+        return Ok(());
+    }
+    let layout = Layout::new(state_dir)?;
+    let _lock = layout.lock()?;
+    let state = layout.load()?;
+    let stopped = stop(&layout, state.as_ref());
+    if let Some(mut state) = state {
+        for c in &mut state.clusters {
+            c.pids.clear();
+        }
+        layout.save(&state)?;
+    }
+    tracing::info!(processes = stopped, state = %layout.root.display(), "harness stopped");
+    if purge {
+        // Volumes' files may belong to other users; remove_dir_all copes as root.
+        fs::remove_dir_all(&layout.root).with_context(|| format!("removing {}", layout.root.display()))?;
+    }
+    Ok(())
+}
+
+/// The embedded demo: two local clusters, shown.
+pub async fn demo(state_dir: &Path) -> anyhow::Result<()> {
+    let report = up(state_dir, &UpOptions::default()).await?;
+    print_status(&report, OutputFormat::Table)?;
+    println!();
+    for c in &report.clusters {
+        let client = crate::kubeconfig::client_for(&report.kubeconfig, &c.context).await?;
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+        for n in nodes.list(&Default::default()).await? {
+            let alloc = n.status.as_ref().and_then(|s| s.allocatable.clone()).unwrap_or_default();
+            println!(
+                "{:<6} node {:<14} allocatable cpu={} memory={}",
+                c.name,
+                n.metadata.name.unwrap_or_default(),
+                alloc.get("cpu").map(|q| q.0.as_str()).unwrap_or("?"),
+                alloc.get("memory").map(|q| q.0.as_str()).unwrap_or("?"),
+            );
+        }
+    }
+    println!("\nexport KUBECONFIG={}", report.kubeconfig.display());
+    println!("kubectl --context east get nodes      # stop with: ferry dev down --state {}", report.state_dir.display());
+    Ok(())
+}
+
+/// Print a status report as a table or structured output.
+pub fn print_status(report: &StatusReport, format: OutputFormat) -> anyhow::Result<()> {
+    if format != OutputFormat::Table {
+        return crate::output::print_structured(report, format);
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header(vec!["CLUSTER", "CONTEXT", "API SERVER", "VERSION", "NODES", "HEALTH", "COMPONENTS"]);
+    for c in &report.clusters {
+        let comps = c.components.iter()
+            .map(|x| format!("{}{}", x.name, if x.healthy { "✓" } else if x.running { "…" } else { "✗" }))
+            .collect::<Vec<_>>()
+            .join(" ");
+        table.add_row(vec![
+            c.name.clone(),
+            c.context.clone(),
+            c.server.clone(),
+            c.version.clone().unwrap_or_else(|| "-".into()),
+            format!("{}/{}", c.nodes_ready, c.nodes_total),
+            if c.healthy() { "healthy".into() } else { c.error.clone().unwrap_or_else(|| "unhealthy".into()) },
+            comps,
+        ]);
+    }
+    println!("{table}");
+    println!("kubeconfig: {}", report.kubeconfig.display());
+    Ok(())
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-') && !s.ends_with('-')
+}
+
+fn allocate_ports() -> anyhow::Result<Ports> {
+    // Hold all listeners until every port is chosen so we get six distinct ones.
+    let ls: Vec<std::net::TcpListener> = (0..6).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    let p: Vec<u16> = ls.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
+    Ok(Ports { etcd: p[0], etcd_peer: p[1], apiserver: p[2], controller_manager: p[3], scheduler: p[4], kwok: p[5] })
+}
+
+fn ports_free(p: &Ports) -> bool {
+    [p.etcd, p.etcd_peer, p.apiserver, p.controller_manager, p.scheduler, p.kwok].iter().all(|&port| !process::port_in_use(port))
+}
+
+/// Stop recorded pids and any stray component of this state dir. Returns how many were signalled.
+fn stop(layout: &Layout, state: Option<&State>) -> usize {
+    let mut pids: Vec<u32> = state
+        .map(|s| s.clusters.iter().flat_map(|c| c.pids.values().copied()).filter(|&p| process::alive_with(p, &layout.root)).collect())
+        .unwrap_or_default();
+    for p in process::find_components(&layout.root) {
+        if !pids.contains(&p) {
+            pids.push(p);
+        }
+    }
+    process::stop_all(&pids, Duration::from_secs(10));
+    pids.len()
+}
+
+fn write_kubeconfig(layout: &Layout, state: &State) -> anyhow::Result<()> {
+    let mut contexts = Vec::new();
+    for c in &state.clusters {
+        contexts.push(cert_context(layout, c)?);
+    }
+    crate::kubeconfig::write_cert_kubeconfig(&layout.kubeconfig(), &contexts)
+}
+
+fn cert_context(layout: &Layout, c: &ClusterState) -> anyhow::Result<crate::kubeconfig::CertContext> {
+    let pki = Pki { dir: layout.pki(&c.name) };
+    Ok(crate::kubeconfig::CertContext {
+        name: c.name.clone(),
+        server: format!("https://127.0.0.1:{}", c.ports.apiserver),
+        ca_pem: fs::read_to_string(pki.ca_cert())?,
+        client_cert_pem: fs::read_to_string(pki.admin_cert())?,
+        client_key_pem: fs::read_to_string(pki.admin_key())?,
+    })
+}
+
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {}s waiting for {what}", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Wait until the API server answers `/readyz` with "ok"; returns its client.
+async fn wait_apiserver(kubeconfig: &Path, context: &str, timeout: Duration) -> anyhow::Result<kube::Client> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(cl) = crate::kubeconfig::client_for(kubeconfig, context).await {
+            if apiserver_ready(&cl).await {
+                return Ok(cl);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {}s waiting for {context}: kube-apiserver /readyz", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn apiserver_ready(cl: &kube::Client) -> bool {
+    let req = http::Request::get("/readyz").body(Vec::new()).expect("static request");
+    matches!(cl.request_text(req).await, Ok(body) if body.trim() == "ok")
+}
+
+async fn start_cluster(layout: &Layout, bin: &Path, mut c: ClusterState) -> anyhow::Result<ClusterState> {
+    let name = c.name.clone();
+    let dir = layout.cluster_dir(&name);
+    fs::create_dir_all(layout.volumes(&name))?;
+    let pki = Pki::ensure(&layout.pki(&name))?;
+    crate::kubeconfig::write_cert_kubeconfig(&layout.component_kubeconfig(&name), &[cert_context(layout, &c)?])?;
+    let p = c.ports.clone();
+    let s = |x: &Path| x.display().to_string();
+    let kcfg = s(&layout.component_kubeconfig(&name));
+
+    // etcd
+    let etcd_args = vec![
+        format!("--name={name}"),
+        format!("--data-dir={}", s(&dir.join("etcd"))),
+        format!("--listen-client-urls=http://127.0.0.1:{}", p.etcd),
+        format!("--advertise-client-urls=http://127.0.0.1:{}", p.etcd),
+        format!("--listen-peer-urls=http://127.0.0.1:{}", p.etcd_peer),
+        format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", p.etcd_peer),
+        format!("--initial-cluster={name}=http://127.0.0.1:{}", p.etcd_peer),
+        "--unsafe-no-fsync=true".into(),
+        "--log-level=warn".into(),
+    ];
+    c.pids.insert("etcd".into(), process::spawn(&bin.join("etcd"), &etcd_args, &layout.log(&name, "etcd"))?);
+    wait_for(&format!("{name}: etcd"), Duration::from_secs(60), || health::ok(p.etcd, "/health", None)).await?;
+
+    // kube-apiserver
+    let api_args = vec![
+        format!("--etcd-servers=http://127.0.0.1:{}", p.etcd),
+        format!("--secure-port={}", p.apiserver),
+        "--bind-address=127.0.0.1".into(),
+        "--advertise-address=127.0.0.1".into(),
+        format!("--cert-dir={}", s(&dir.join("apiserver"))),
+        format!("--tls-cert-file={}", s(&pki.serving_cert())),
+        format!("--tls-private-key-file={}", s(&pki.serving_key())),
+        format!("--client-ca-file={}", s(&pki.ca_cert())),
+        "--service-cluster-ip-range=10.96.0.0/16".into(),
+        "--service-node-port-range=30000-32767".into(),
+        "--authorization-mode=RBAC".into(),
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+        format!("--service-account-key-file={}", s(&pki.sa_pub())),
+        format!("--service-account-signing-key-file={}", s(&pki.sa_key())),
+        "--endpoint-reconciler-type=none".into(),
+        "--allow-privileged=true".into(),
+        "--enable-priority-and-fairness=false".into(),
+        "--profiling=false".into(),
+        "--v=0".into(),
+    ];
+    c.pids.insert("kube-apiserver".into(), process::spawn(&bin.join("kube-apiserver"), &api_args, &layout.log(&name, "kube-apiserver"))?);
+    let kubeconfig = layout.component_kubeconfig(&name);
+    let client = wait_apiserver(&kubeconfig, &name, Duration::from_secs(120)).await?;
+
+    // controller-manager, scheduler, kwok and the provisioner start together.
+    let delegated = |port: u16| vec![
+        format!("--kubeconfig={kcfg}"),
+        format!("--authentication-kubeconfig={kcfg}"),
+        format!("--authorization-kubeconfig={kcfg}"),
+        "--leader-elect=false".into(),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={port}"),
+        format!("--tls-cert-file={}", s(&pki.serving_cert())),
+        format!("--tls-private-key-file={}", s(&pki.serving_key())),
+        "--v=0".into(),
+    ];
+    let mut kcm_args = delegated(p.controller_manager);
+    kcm_args.extend([
+        format!("--root-ca-file={}", s(&pki.ca_cert())),
+        format!("--service-account-private-key-file={}", s(&pki.sa_key())),
+        format!("--cluster-signing-cert-file={}", s(&pki.ca_cert())),
+        format!("--cluster-signing-key-file={}", s(&pki.ca_key())),
+        "--controllers=*".into(),
+        "--use-service-account-credentials=false".into(),
+    ]);
+    c.pids.insert("kube-controller-manager".into(), process::spawn(&bin.join("kube-controller-manager"), &kcm_args, &layout.log(&name, "kube-controller-manager"))?);
+    c.pids.insert("kube-scheduler".into(), process::spawn(&bin.join("kube-scheduler"), &delegated(p.scheduler), &layout.log(&name, "kube-scheduler"))?);
+
+    let stages = dir.join("kwok.yaml");
+    fs::write(&stages, KWOK_STAGES)?;
+    let kwok_args = vec![
+        format!("--kubeconfig={kcfg}"),
+        format!("--config={}", s(&stages)),
+        "--manage-all-nodes=false".into(),
+        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
+        format!("--server-address=127.0.0.1:{}", p.kwok),
+        "--node-lease-duration-seconds=40".into(),
+        "--cidr=10.244.0.1/16".into(),
+    ];
+    c.pids.insert("kwok".into(), process::spawn(&bin.join("kwok"), &kwok_args, &layout.log(&name, "kwok"))?);
+
+    let me = std::env::current_exe().context("locating the ferry binary")?;
+    let prov_args = vec!["dev".into(), "provisioner".into(), format!("--state={}", layout.root.display()), format!("--cluster={name}")];
+    c.pids.insert("provisioner".into(), process::spawn(&me, &prov_args, &layout.log(&name, "provisioner"))?);
+
+    let ca = pki.ca_cert();
+    wait_for(&format!("{name}: kube-controller-manager /healthz"), Duration::from_secs(60), || health::ok(p.controller_manager, "/healthz", Some(&ca))).await?;
+    wait_for(&format!("{name}: kube-scheduler /healthz"), Duration::from_secs(60), || health::ok(p.scheduler, "/healthz", Some(&ca))).await?;
+    wait_for(&format!("{name}: kwok /healthz"), Duration::from_secs(60), || health::ok(p.kwok, "/healthz", None)).await?;
+
+    bootstrap::run(&client, &c).await.with_context(|| format!("{name}: bootstrapping nodes and storage"))?;
+    Ok(c)
+}
+
+async fn status_of(layout: &Layout, state: &State) -> StatusReport {
+    let mut clusters = Vec::new();
+    for c in &state.clusters {
+        clusters.push(cluster_status(layout, c).await);
+    }
+    StatusReport { state_dir: layout.root.clone(), kubeconfig: layout.kubeconfig(), clusters }
+}
+
+async fn cluster_status(layout: &Layout, c: &ClusterState) -> ClusterStatus {
+    let ca = Pki { dir: layout.pki(&c.name) }.ca_cert();
+    let mut components = Vec::new();
+    let mut client = None;
+    for &comp in COMPONENTS {
+        let pid = c.pids.get(comp).copied();
+        let running = pid.is_some_and(|p| process::alive_with(p, &layout.root));
+        let healthy = running && match comp {
+            "etcd" => health::ok(c.ports.etcd, "/health", None).await,
+            "kube-apiserver" => match crate::kubeconfig::client_for(&layout.component_kubeconfig(&c.name), &c.name).await {
+                Ok(cl) => {
+                    let ok = apiserver_ready(&cl).await;
+                    if ok {
+                        client = Some(cl);
+                    }
+                    ok
+                }
+                Err(_) => false,
+            },
+            "kube-controller-manager" => health::ok(c.ports.controller_manager, "/healthz", Some(&ca)).await,
+            "kube-scheduler" => health::ok(c.ports.scheduler, "/healthz", Some(&ca)).await,
+            "kwok" => health::ok(c.ports.kwok, "/healthz", None).await,
+            _ => true,
+        };
+        components.push(ComponentStatus { name: comp.to_string(), pid, running, healthy });
+    }
+    let mut status = ClusterStatus {
+        name: c.name.clone(),
+        context: c.name.clone(),
+        server: format!("https://127.0.0.1:{}", c.ports.apiserver),
+        version: None,
+        nodes_ready: 0,
+        nodes_total: 0,
+        components,
+        error: None,
+    };
+    match client {
+        Some(cl) => {
+            status.version = cl.apiserver_version().await.ok().map(|v| v.git_version);
+            match bootstrap::node_readiness(&cl).await {
+                Ok((ready, total)) => {
+                    status.nodes_ready = ready;
+                    status.nodes_total = total;
+                }
+                Err(e) => status.error = Some(format!("listing nodes: {e}")),
+            }
+        }
+        None => status.error = Some("API server not ready".into()),
+    }
+    status
+}
