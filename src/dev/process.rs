@@ -56,11 +56,15 @@ fn mentions(arg: &str, root: &Path) -> bool {
     arg.contains(&format!("{root}/")) || arg.ends_with(&root)
 }
 
+/// A zombie whose threads have all exited. A multi-threaded process (every Go
+/// component) shows its leader as `Z` while other threads still shut down and
+/// hold its sockets, so the leader's state alone is not enough.
 fn is_zombie(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
+    let leader_z = fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
-        .unwrap_or(false)
+        .unwrap_or(false);
+    leader_z && fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count() <= 1).unwrap_or(true)
 }
 
 /// All processes that are harness components of the state dir `root`.

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install what building and testing Ferry needs on a fresh Debian machine:
+# Debian packages (only those missing), and a check that Rust and Go are usable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+
+# Build deps of git2/libgit2 + what the tests run (listed in scripts/test-deps.txt).
+pkgs=(git pkg-config libssl-dev gcc make)
+if [ -f scripts/test-deps.txt ]; then
+  while read -r p; do [ -n "$p" ] && [ "${p#\#}" = "$p" ] && pkgs+=("$p"); done < scripts/test-deps.txt
+fi
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  log "cargo not found: install Rust >= 1.85 with rustup (Debian's cargo is too old for edition 2024)"
+  exit 1
+fi
+if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
+  log "go not found; installing Debian's golang-go (GOTOOLCHAIN=auto then fetches the Go the build needs from the Go module proxy)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq golang-go >/dev/null
+fi

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Ferry's whole test suite, as CI runs it: installs what it needs, builds the
+# upstream Kubernetes binaries (cached outside the repo), starts the shared
+# two-cluster harness, runs every test, and always stops the harness again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+
+scripts/install-deps.sh
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+[ -x /usr/local/go/bin/go ] && export PATH="/usr/local/go/bin:$PATH"
+export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
+
+FERRY_K8S_BIN=$(scripts/build-k8s.sh)
+export FERRY_K8S_BIN
+export FERRY_TEST_STATE=${FERRY_TEST_STATE:-$PWD/target/tmp/harness}
+export FERRY_LOG_FORMAT=${FERRY_LOG_FORMAT:-text}
+
+cargo build --all-targets
+cleanup() { target/debug/ferry dev down --state "$FERRY_TEST_STATE" --purge >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+cleanup
+echo "[test] starting the shared harness in $FERRY_TEST_STATE" >&2
+target/debug/ferry dev up --state "$FERRY_TEST_STATE"
+
+cargo test --all-targets "$@"
+echo "[test] wall time: $(( $(date +%s) - start ))s" >&2
