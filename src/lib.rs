@@ -8,8 +8,12 @@
 //! | [`dev`]     | local multi-cluster harness: build/run etcd, apiserver, kcm, scheduler, kwok, a hostPath provisioner | processes, disk |
 //! | [`kubeconfig`] | read/write kubeconfig files and build kube clients from contexts | disk |
 //! | [`labels`]  | label/annotation keys shared by all modules                  | -  |
+//! | [`cluster`] | the Kubernetes edge: discovery, export, server-side apply, headroom | kube |
+//! | [`quantity`] | resource quantities and pod requests                        | -  |
 //! | [`output`]  | shared CLI output helpers: tables, `-o json|yaml`               | stdout |
 pub mod dev;
 pub mod kubeconfig;
 pub mod labels;
 pub mod output;
+pub mod quantity;
+pub mod cluster;
