@@ -90,6 +90,14 @@ impl Harness {
     }
 }
 
+impl TestNamespace {
+    /// Also delete `name` on `context` when the test ends (for namespaces a test
+    /// causes to be created there, such as a migration's destination).
+    pub fn adopt(harness: &'static Harness, name: &str, context: &str) -> TestNamespace {
+        TestNamespace { harness, name: name.to_string(), contexts: vec![context.to_string()] }
+    }
+}
+
 /// A namespace that exists for one test.
 pub struct TestNamespace {
     harness: &'static Harness,

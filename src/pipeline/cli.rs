@@ -1,0 +1,122 @@
+//! `ferry migrate NAMESPACE --from A --to B`: the pipeline from the command line.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::journal::Journal;
+use super::{MigrateError, Migration, Spec, progress};
+use crate::cluster::Cluster;
+use crate::output::OutputFormat;
+use crate::transform::VolumeMode;
+
+/// Arguments of `ferry migrate`.
+#[derive(clap::Args, Debug)]
+pub struct MigrateArgs {
+    /// Namespace to move.
+    pub namespace: String,
+    /// Source cluster (a kubeconfig context).
+    #[arg(long)]
+    pub from: String,
+    /// Destination cluster (a kubeconfig context).
+    #[arg(long)]
+    pub to: String,
+    /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, env = "FERRY_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Map a source StorageClass to a destination one, e.g. `fast=standard` (repeatable).
+    #[arg(long = "storage-class-map", value_parser = parse_pair)]
+    pub storage_class_map: Vec<(String, String)>,
+    /// How long to keep the retired source (scaled to 0) before deleting it; `0s` deletes it at once.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub retain: Duration,
+    /// How long cutover waits for the destination's workloads to become Ready.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub ready_timeout: Duration,
+    /// Placement commit recorded in provenance labels and the journal.
+    #[arg(long, default_value = "manual")]
+    pub placement_commit: String,
+    /// Keep LoadBalancer IPs and externalIPs of Services.
+    #[arg(long)]
+    pub keep_load_balancer_ips: bool,
+    /// Destination memory to keep free, e.g. `4Gi`.
+    #[arg(long, default_value = "0")]
+    pub reserve_memory: String,
+    /// Destination CPU to keep free, e.g. `500m`.
+    #[arg(long, default_value = "0")]
+    pub reserve_cpu: String,
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())).filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .ok_or_else(|| format!("{s:?} is not SOURCE=DEST (e.g. fast=standard)"))
+}
+
+/// Run `ferry migrate`. Exit codes: 0 done, 3 preflight refused, 4 failed and rolled back, 1 other errors.
+pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let kubeconfig = crate::kubeconfig::resolve_path(args.kubeconfig.as_deref())
+        .context("no kubeconfig: pass --kubeconfig or set KUBECONFIG")?;
+    if args.from == args.to {
+        anyhow::bail!("--from and --to are both {:?}: a namespace moves between two different clusters", args.from);
+    }
+    let source = Cluster::connect(&args.from, &kubeconfig, &args.from).await?;
+    let dest = Cluster::connect(&args.to, &kubeconfig, &args.to).await?;
+    let spec = Spec {
+        namespace: args.namespace.clone(),
+        placement_commit: args.placement_commit.clone(),
+        storage_class_map: args.storage_class_map.iter().cloned().collect::<BTreeMap<_, _>>(),
+        volume_mode: VolumeMode::Copy,
+        retention: args.retain,
+        ready_timeout: args.ready_timeout,
+        keep_load_balancer_ips: args.keep_load_balancer_ips,
+        reserve: (
+            crate::quantity::millicores(&args.reserve_cpu).with_context(|| format!("--reserve-cpu {:?} is not a quantity", args.reserve_cpu))?,
+            crate::quantity::bytes(&args.reserve_memory).with_context(|| format!("--reserve-memory {:?} is not a quantity", args.reserve_memory))?,
+        ),
+    };
+    let console = progress::Console::default();
+    let m = Migration { spec, source: &source, dest: &dest, progress: &console };
+    match m.run().await {
+        Ok(journal) => {
+            print_journal(&journal, args.output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(MigrateError::RolledBack { journal, .. }) if args.output != OutputFormat::Table => {
+            print_journal(&journal, args.output)?;
+            Ok(ExitCode::from(4))
+        }
+        Err(e) => {
+            let code = match &e {
+                MigrateError::Preflight { .. } => 3,
+                MigrateError::RolledBack { .. } => 4,
+                _ => 1,
+            };
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(code))
+        }
+    }
+}
+
+fn print_journal(j: &Journal, format: OutputFormat) -> anyhow::Result<()> {
+    if format != OutputFormat::Table {
+        return crate::output::print_structured(j, format);
+    }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(vec!["STAGE", "DURATION", "RESULT"]);
+    for s in &j.stages {
+        let counts = s.counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ");
+        let msg = [counts, s.message.clone().unwrap_or_default()].into_iter().filter(|x| !x.is_empty()).collect::<Vec<_>>().join("; ");
+        t.add_row(vec![s.stage.clone(), s.duration_ms.map(|d| format!("{:.1}s", d as f64 / 1000.0)).unwrap_or_else(|| "-".into()), msg]);
+    }
+    println!("migration {} of {}: {} → {} ({:?})", j.migration_id, j.namespace, j.from, j.to, j.outcome);
+    println!("{t}");
+    if let Some(d) = j.downtime_ms {
+        println!("downtime: {:.1}s", d as f64 / 1000.0);
+    }
+    Ok(())
+}

@@ -1,0 +1,462 @@
+//! The migration pipeline: moves one namespace from a source to a destination
+//! cluster, stage by stage —
+//! preflight → export → transform → apply → quiesce → volumes → cutover → verify → retire —
+//! journaling after every stage ([`journal`]) so that a killed run resumes
+//! where it stopped, and rolling back on any failure before the destination is
+//! verified: the source is restored, what Ferry created on the destination is
+//! removed. The source is never deleted before the destination is verified,
+//! and at most one copy of a workload runs at a time: the destination starts
+//! with zero replicas and is scaled up only after the source is stopped.
+pub mod fault;
+pub mod cli;
+pub mod journal;
+pub mod preflight;
+pub mod progress;
+mod workloads;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::cluster::{Cluster, ClusterError, ObjRef};
+use crate::labels;
+use crate::transform::{self, TransformContext, TransformOutput, VolumeMode};
+use journal::{Failure, Journal, JournalError, Outcome, Stage, Stored};
+use progress::Progress;
+
+/// What to migrate and how.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub namespace: String,
+    /// Placement commit that asked for the move ("manual" from the CLI without a repo).
+    pub placement_commit: String,
+    /// Source storage class → destination storage class.
+    pub storage_class_map: BTreeMap<String, String>,
+    pub volume_mode: VolumeMode,
+    /// How long the retired source is kept (scaled to 0) before it is deleted.
+    pub retention: Duration,
+    /// How long cutover waits for the destination's workloads to become Ready.
+    pub ready_timeout: Duration,
+    pub keep_load_balancer_ips: bool,
+    /// Destination headroom the cluster definition keeps free: (cpu millicores, memory bytes).
+    pub reserve: (i128, i128),
+}
+
+/// Why a migration did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("preflight refused to migrate {namespace} to {dest}; nothing was changed:\n{}", .findings.iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n"))]
+    Preflight { namespace: String, dest: String, findings: Vec<preflight::Finding> },
+    #[error("namespace {namespace} does not exist on {cluster}; check the name and the --from cluster")]
+    NoSuchNamespace { namespace: String, cluster: String },
+    #[error("a migration of {namespace} to {other} ({id}) is in progress; let it finish (re-run it with --to {other}) before starting another")]
+    OtherInProgress { namespace: String, other: String, id: String },
+    #[error("migration {id} failed at stage {stage}: {message}; rolled back: the source runs as before and the destination was cleaned up")]
+    RolledBack { id: String, stage: Stage, message: String, journal: Box<Journal> },
+    #[error("migration failed at stage {stage}: {source}")]
+    Stage { stage: Stage, #[source] source: anyhow::Error },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// Objects prepared for the destination: exported and transformed.
+struct Prepared {
+    exported: usize,
+    out: TransformOutput,
+    skipped_types: Vec<String>,
+}
+
+/// One migration run.
+pub struct Migration<'a> {
+    pub spec: Spec,
+    pub source: &'a Cluster,
+    pub dest: &'a Cluster,
+    pub progress: &'a dyn Progress,
+}
+
+fn new_migration_id(namespace: &str) -> String {
+    let ts = time::OffsetDateTime::now_utc().unix_timestamp();
+    let rnd: u32 = rand::random::<u32>() & 0xffff;
+    let mut base: String = namespace.chars().take(40).collect();
+    base = base.trim_end_matches('-').to_string();
+    format!("{base}-{ts:x}-{rnd:04x}")
+}
+
+impl Migration<'_> {
+    /// Run (or resume) the migration to its end. Returns the final journal.
+    pub async fn run(&self) -> Result<Journal, MigrateError> {
+        let ns = &self.spec.namespace;
+        let source_ns = self.source.namespace(ns).await?;
+        let stored = if source_ns.is_some() { journal::load(self.source, ns).await? } else { None };
+
+        let mut stored = match stored {
+            Some(s) if matches!(s.journal.outcome, Outcome::Running | Outcome::RollingBack) => {
+                if s.journal.to != self.dest.name {
+                    return Err(MigrateError::OtherInProgress { namespace: ns.clone(), other: s.journal.to.clone(), id: s.journal.migration_id.clone() });
+                }
+                tracing::info!(migration = %s.journal.migration_id, next = %s.journal.next, "resuming migration");
+                s
+            }
+            Some(s) if s.journal.outcome == Outcome::Succeeded && s.journal.to == self.dest.name && s.journal.placement_commit == self.spec.placement_commit => {
+                return Ok(s.journal);
+            }
+            other => {
+                if source_ns.is_none() {
+                    // Retired with zero retention: the destination keeps the record.
+                    if let Some(d) = journal::load(self.dest, ns).await? {
+                        if d.journal.outcome == Outcome::Succeeded && d.journal.from == self.source.name && d.journal.placement_commit == self.spec.placement_commit {
+                            return Ok(d.journal);
+                        }
+                    }
+                    return Err(MigrateError::NoSuchNamespace { namespace: ns.clone(), cluster: self.source.name.clone() });
+                }
+                let mut journal = Journal {
+                    migration_id: new_migration_id(ns),
+                    namespace: ns.clone(),
+                    from: self.source.name.clone(),
+                    to: self.dest.name.clone(),
+                    placement_commit: self.spec.placement_commit.clone(),
+                    started_at: journal::now(),
+                    finished_at: None,
+                    outcome: Outcome::Running,
+                    next: Stage::Preflight,
+                    stages: Vec::new(),
+                    failure: None,
+                    created_destination: false,
+                    source_quiesced: false,
+                    downtime_started_at: None,
+                    downtime_ms: None,
+                    expected_kinds: BTreeMap::new(),
+                    bare_pods: Vec::new(),
+                    left_behind: Vec::new(),
+                };
+                // A finished journal of an earlier migration is replaced (it keeps its resourceVersion for the CAS).
+                match other {
+                    Some(mut old) => {
+                        std::mem::swap(&mut old.journal, &mut journal);
+                        old
+                    }
+                    None => Stored::new(journal),
+                }
+            }
+        };
+
+        if stored.journal.outcome == Outcome::RollingBack {
+            let failure = stored.journal.failure.clone().unwrap_or(Failure { stage: stored.journal.next, message: "interrupted".into() });
+            return Err(self.rollback(&mut stored, failure).await);
+        }
+
+        let mut prepared: Option<Prepared> = None;
+        let mut first_write = stored.journal.next == Stage::Preflight;
+        while stored.journal.next != Stage::Done {
+            let stage = stored.journal.next;
+            self.progress.started(stage);
+            let result = self.stage(stage, &mut stored, &mut prepared).await;
+            match result {
+                Ok((counts, message)) => {
+                    stored.journal.finish(stage, counts.clone(), message.clone());
+                    if stage == Stage::Retire {
+                        stored.journal.outcome = Outcome::Succeeded;
+                        stored.journal.finished_at = Some(journal::now());
+                    }
+                    // Preflight changes nothing, not even the journal, until it passes.
+                    if first_write {
+                        first_write = false;
+                    }
+                    self.save(&mut stored).await?;
+                    self.progress.finished(stage, &counts, message.as_deref());
+                    fault::after_stage(stage);
+                }
+                Err(err) => {
+                    let message = format!("{err:#}");
+                    self.progress.failed(stage, &message);
+                    if let Some(MigrateError::Preflight { .. }) = err.downcast_ref::<MigrateError>() {
+                        return Err(err.downcast::<MigrateError>().expect("checked"));
+                    }
+                    if stage >= Stage::Retire {
+                        // Destination verified: never roll back; a re-run retries retirement.
+                        stored.journal.failure = Some(Failure { stage, message: message.clone() });
+                        let _ = self.save(&mut stored).await;
+                        return Err(MigrateError::Stage { stage, source: err });
+                    }
+                    if first_write {
+                        return Err(MigrateError::Stage { stage, source: err });
+                    }
+                    return Err(self.rollback(&mut stored, Failure { stage, message }).await);
+                }
+            }
+        }
+        Ok(stored.journal)
+    }
+
+    async fn save(&self, stored: &mut Stored) -> Result<(), MigrateError> {
+        let ns = &self.spec.namespace;
+        if stored.journal.outcome == Outcome::Succeeded {
+            // Keep the final record on the destination too: the source may be deleted at retirement.
+            let mut copy = Stored::new(stored.journal.clone());
+            if let Some(existing) = journal::load(self.dest, ns).await? {
+                copy = existing;
+                copy.journal = stored.journal.clone();
+            }
+            copy.save(self.dest, ns).await?;
+            if self.source.namespace(ns).await?.is_some_and(|n| n.pointer("/metadata/deletionTimestamp").is_none()) {
+                stored.save(self.source, ns).await?;
+            }
+        } else {
+            stored.save(self.source, ns).await?;
+        }
+        self.progress.journal(&stored.journal);
+        Ok(())
+    }
+
+    async fn prepare(&self, journal: &Journal) -> anyhow::Result<Prepared> {
+        let ns = &self.spec.namespace;
+        let (mut objects, skipped_types) = self.source.export_namespace(ns).await?;
+        if let Some(nsobj) = self.source.namespace(ns).await? {
+            objects.push(nsobj);
+        }
+        let default_class = self.source.list("storage.k8s.io/v1", "StorageClass", None, None).await?.into_iter()
+            .find(|sc| sc.pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class").and_then(Value::as_str) == Some("true"))
+            .and_then(|sc| sc.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string));
+        let ctx = TransformContext {
+            migration_id: journal.migration_id.clone(),
+            source_cluster: self.source.name.clone(),
+            dest_cluster: self.dest.name.clone(),
+            placement_commit: journal.placement_commit.clone(),
+            storage_class_map: self.spec.storage_class_map.clone(),
+            source_default_storage_class: default_class,
+            dest_priority_classes: self.dest.names_of("scheduling.k8s.io/v1", "PriorityClass").await?.into_iter().collect(),
+            keep_load_balancer_ips: self.spec.keep_load_balancer_ips,
+            rename: None,
+            volume_mode: self.spec.volume_mode,
+        };
+        let exported = objects.len();
+        let out = transform::transform_namespace(objects, &ctx)?;
+        Ok(Prepared { exported, out, skipped_types })
+    }
+
+    async fn stage(&self, stage: Stage, stored: &mut Stored, prepared: &mut Option<Prepared>) -> anyhow::Result<(BTreeMap<String, u64>, Option<String>)> {
+        let ns = self.spec.namespace.clone();
+        if prepared.is_none() && stage < Stage::Retire {
+            *prepared = Some(self.prepare(&stored.journal).await?);
+        }
+        let mut counts = BTreeMap::new();
+        let mut message = None;
+        match stage {
+            Stage::Preflight => {
+                let p = prepared.as_ref().expect("prepared");
+                let facts = preflight::gather(self.dest, &ns, Some(&stored.journal.migration_id), &p.out.apply, &p.out.requirements, self.spec.reserve).await?;
+                let findings = preflight::check(&facts);
+                if !findings.is_empty() {
+                    return Err(MigrateError::Preflight { namespace: ns, dest: self.dest.name.clone(), findings }.into());
+                }
+                counts.insert("checks passed".into(), 9);
+            }
+            Stage::Export => {
+                let p = prepared.as_ref().expect("prepared");
+                counts.insert("objects".into(), p.exported as u64);
+                if !p.skipped_types.is_empty() {
+                    message = Some(format!("not listable: {}", p.skipped_types.join("; ")));
+                }
+            }
+            Stage::Transform => {
+                let p = prepared.as_ref().expect("prepared");
+                counts.insert("to apply".into(), p.out.apply.len() as u64);
+                counts.insert("left behind".into(), p.out.left_behind.len() as u64);
+                let j = &mut stored.journal;
+                j.expected_kinds.clear();
+                for o in p.out.apply.iter().filter(|o| o["kind"] != "Namespace") {
+                    *j.expected_kinds.entry(format!("{}/{}", o["apiVersion"].as_str().unwrap_or(""), o["kind"].as_str().unwrap_or(""))).or_default() += 1;
+                }
+                j.left_behind = p.out.left_behind.iter().map(|l| format!("{l}")).collect();
+            }
+            Stage::Apply => {
+                let p = prepared.as_ref().expect("prepared");
+                let n = self.apply(stored, p).await?;
+                counts.insert("objects".into(), n as u64);
+            }
+            Stage::Quiesce => {
+                let n = workloads::quiesce(self, stored).await?;
+                counts.insert("workloads stopped".into(), n as u64);
+            }
+            Stage::Volumes => {
+                let p = prepared.as_ref().expect("prepared");
+                let claims: Vec<String> = p.out.apply.iter().filter(|o| o["kind"] == "PersistentVolumeClaim")
+                    .filter_map(|o| o.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string)).collect();
+                let templates = p.out.apply.iter().filter(|o| o["kind"] == "StatefulSet")
+                    .filter(|o| o.pointer("/spec/volumeClaimTemplates").and_then(Value::as_array).is_some_and(|a| !a.is_empty()))
+                    .count();
+                if !claims.is_empty() || templates > 0 {
+                    anyhow::bail!(
+                        "moving volume data is not supported yet: namespace {ns} has {} PersistentVolumeClaim(s) [{}]{}; Ferry never moves a namespace without its data",
+                        claims.len(),
+                        claims.join(", "),
+                        if templates > 0 { format!(" and {templates} StatefulSet(s) with volumeClaimTemplates") } else { String::new() }
+                    );
+                }
+                counts.insert("claims".into(), 0);
+            }
+            Stage::Cutover => {
+                let n = workloads::cutover(self, stored).await?;
+                counts.insert("workloads ready".into(), n as u64);
+                let j = &mut stored.journal;
+                if let Some(start) = &j.downtime_started_at {
+                    j.downtime_ms = journal::elapsed_ms(start, &journal::now());
+                    message = j.downtime_ms.map(|ms| format!("downtime {:.1}s", ms as f64 / 1000.0));
+                }
+            }
+            Stage::Verify => {
+                counts = self.verify(stored).await?;
+            }
+            Stage::Retire => {
+                message = Some(self.retire(stored).await?);
+            }
+            Stage::Done => {}
+        }
+        Ok((counts, message))
+    }
+
+    async fn apply(&self, stored: &mut Stored, p: &Prepared) -> anyhow::Result<usize> {
+        let ns = &self.spec.namespace;
+        let id = stored.journal.migration_id.clone();
+        if let Some(existing) = self.dest.namespace(ns).await? {
+            let ours = existing.pointer("/metadata/labels").and_then(|l| l.get(labels::MIGRATION)).and_then(Value::as_str) == Some(&id);
+            let retained = existing.pointer("/metadata/labels").and_then(|l| l.get(labels::RETAINED)).and_then(Value::as_str) == Some("true");
+            if !ours && retained {
+                // A source Ferry retired earlier (the namespace is moving back): replace it.
+                self.progress.detail("deleting the retained earlier copy on the destination");
+                self.delete_namespace_and_wait(self.dest, ns).await?;
+            } else if !ours {
+                anyhow::bail!("namespace {ns} appeared on {} after preflight and was not created by Ferry; nothing was applied", self.dest.name);
+            }
+        }
+        stored.journal.created_destination = true;
+        self.save(stored).await?;
+        let mut applied = 0;
+        for obj in &p.out.apply {
+            // Bare Pods start at cutover, after the source copy is gone.
+            if obj["kind"] == "Pod" {
+                continue;
+            }
+            self.dest.apply(obj).await?;
+            applied += 1;
+            fault::in_apply(applied);
+            if applied % 20 == 0 {
+                self.progress.detail(&format!("{applied}/{} objects", p.out.apply.len()));
+            }
+        }
+        for mp in &p.out.merge_patches {
+            let r = ObjRef { api_version: mp.target.api_version.clone(), kind: mp.target.kind.clone(), namespace: mp.target.namespace.clone(), name: mp.target.name.clone() };
+            // The destination creates its own default ServiceAccount; wait for it, then merge.
+            for _ in 0..50 {
+                if self.dest.get(&r).await?.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            self.dest.merge_patch(&r, &mp.patch).await?;
+            applied += 1;
+        }
+        Ok(applied)
+    }
+
+    async fn verify(&self, stored: &Stored) -> anyhow::Result<BTreeMap<String, u64>> {
+        let j = &stored.journal;
+        let selector = format!("{}={}", labels::MIGRATION, j.migration_id);
+        let mut problems = Vec::new();
+        let mut total = 0;
+        for (key, want) in &j.expected_kinds {
+            let (av, kind) = key.rsplit_once('/').unwrap_or(("", key));
+            let have = self.dest.list(av, kind, Some(&j.namespace), Some(&selector)).await?.len() as u64;
+            total += have;
+            if have != *want {
+                problems.push(format!("{key}: expected {want}, found {have}"));
+            }
+        }
+        let not_ready = workloads::not_ready(self.dest, &j.namespace).await?;
+        if !not_ready.is_empty() {
+            problems.push(format!("not Ready: {}", not_ready.join(", ")));
+        }
+        if !problems.is_empty() {
+            anyhow::bail!("the destination does not match the export: {}", problems.join("; "));
+        }
+        Ok(BTreeMap::from([("objects verified".to_string(), total), ("kinds".to_string(), j.expected_kinds.len() as u64)]))
+    }
+
+    async fn retire(&self, stored: &mut Stored) -> anyhow::Result<String> {
+        let ns = &self.spec.namespace;
+        let j = &stored.journal;
+        let nsref = ObjRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: ns.clone() };
+        if self.spec.retention.is_zero() {
+            if self.source.namespace(ns).await?.is_some() {
+                self.source.delete(&nsref).await?;
+            }
+            return Ok(format!("source namespace deleted on {}", self.source.name));
+        }
+        let until = time::OffsetDateTime::now_utc() + self.spec.retention;
+        let until = until.format(&time::format_description::well_known::Rfc3339)?;
+        self.source.merge_patch(&nsref, &json!({"metadata": {
+            "labels": {labels::RETAINED: "true", labels::MIGRATION: j.migration_id},
+            "annotations": {labels::RETAIN_UNTIL: until},
+        }})).await?;
+        Ok(format!("source kept scaled to 0 on {} until {until}", self.source.name))
+    }
+
+    async fn delete_namespace_and_wait(&self, cluster: &Cluster, ns: &str) -> anyhow::Result<()> {
+        let nsref = ObjRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: ns.to_string() };
+        cluster.delete(&nsref).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        while cluster.namespace(ns).await?.is_some() {
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("namespace {ns} on {} is still terminating after 180s", cluster.name);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+
+    /// Undo: restore the source, remove what Ferry created on the destination.
+    async fn rollback(&self, stored: &mut Stored, failure: Failure) -> MigrateError {
+        let stage = failure.stage;
+        let message = failure.message.clone();
+        stored.journal.outcome = Outcome::RollingBack;
+        stored.journal.failure = Some(failure);
+        if let Err(e) = self.save(stored).await {
+            tracing::warn!(error = %e, "could not journal the rollback start");
+        }
+        self.progress.started(Stage::Done);
+        let result: anyhow::Result<()> = async {
+            if stored.journal.source_quiesced {
+                workloads::restore_source(self, stored).await?;
+            }
+            if stored.journal.created_destination {
+                let ns = &self.spec.namespace;
+                let ours = self.dest.namespace(ns).await?
+                    .and_then(|n| n.pointer("/metadata/labels").and_then(|l| l.get(labels::MIGRATION)).and_then(Value::as_str).map(str::to_string));
+                if ours.as_deref() == Some(&stored.journal.migration_id) {
+                    self.delete_namespace_and_wait(self.dest, ns).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                stored.journal.outcome = Outcome::RolledBack;
+                stored.journal.finished_at = Some(journal::now());
+                if let Err(e) = self.save(stored).await {
+                    tracing::warn!(error = %e, "could not journal the rollback end");
+                }
+                self.progress.finished(Stage::Done, &BTreeMap::new(), Some("rolled back"));
+                MigrateError::RolledBack { id: stored.journal.migration_id.clone(), stage, message, journal: Box::new(stored.journal.clone()) }
+            }
+            Err(e) => {
+                self.progress.failed(Stage::Done, &format!("rollback incomplete: {e:#}"));
+                MigrateError::Stage { stage, source: e.context(format!("rollback after failing at {stage} is incomplete (re-run to finish it); first error: {message}")) }
+            }
+        }
+    }
+}
