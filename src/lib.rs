@@ -9,7 +9,9 @@
 //! | [`kubeconfig`] | read/write kubeconfig files and build kube clients from contexts | disk |
 //! | [`labels`]  | label/annotation keys shared by all modules                  | -  |
 //! | [`output`]  | shared CLI output helpers: tables, `-o json|yaml`               | stdout |
+//! | [`transform`] | pure object transforms of a migration: leave behind, strip, rewrite, order, cutover patches, preflight requirements | - |
 pub mod dev;
 pub mod kubeconfig;
 pub mod labels;
 pub mod output;
+pub mod transform;
