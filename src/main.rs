@@ -33,14 +33,9 @@ enum Command {
         #[arg(long)]
         repo: String,
     },
-    /// Migrate one namespace between clusters (not implemented yet: migration issue).
-    Migrate {
-        namespace: String,
-        #[arg(long)]
-        from: String,
-        #[arg(long)]
-        to: String,
-    },
+    /// Migrate one namespace between clusters: preflight, export, transform, apply,
+    /// quiesce, volumes, cutover, verify, retire — resumable, rolled back on failure.
+    Migrate(ferry::pipeline::cli::MigrateArgs),
     /// Volume data mover (not implemented yet: volume issue).
     Mover,
     /// Run as a long-lived GitOps agent (not implemented yet: agent issue).
@@ -143,7 +138,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Dev(DevCommand::Binaries) => println!("{}", dev::binaries::ensure()?.display()),
         Command::Dev(DevCommand::Provisioner { state, cluster }) => dev::provisioner::run(&state.resolve(), &cluster).await?,
-        Command::Validate { .. } | Command::Plan { .. } | Command::Migrate { .. } | Command::Mover | Command::Agent => {
+        Command::Migrate(args) => return ferry::pipeline::cli::run(args).await,
+        Command::Validate { .. } | Command::Plan { .. } | Command::Mover | Command::Agent => {
             eprintln!("error: this command is not implemented yet");
             return Ok(ExitCode::from(2));
         }

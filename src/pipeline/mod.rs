@@ -271,7 +271,7 @@ impl Migration<'_> {
                 for o in p.out.apply.iter().filter(|o| o["kind"] != "Namespace") {
                     *j.expected_kinds.entry(format!("{}/{}", o["apiVersion"].as_str().unwrap_or(""), o["kind"].as_str().unwrap_or(""))).or_default() += 1;
                 }
-                j.left_behind = p.out.left_behind.iter().map(|l| format!("{l}")).collect();
+                j.left_behind = p.out.left_behind.iter().map(|l| format!("{} {}: {}", l.object.kind, l.object.name, l.reason)).collect();
             }
             Stage::Apply => {
                 let p = prepared.as_ref().expect("prepared");
