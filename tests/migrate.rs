@@ -15,7 +15,8 @@ fn migrate(h: &Harness, ns: &str, extra: &[&str], fault: Option<&str>) -> Output
     let mut cmd = std::process::Command::new(support::ferry_bin());
     cmd.args(["migrate", ns, "--from", "east", "--to", "west", "--kubeconfig"])
         .arg(&h.kubeconfig)
-        .args(["-o", "json", "--ready-timeout", "90s"])
+        .args(["-o", "json"])
+        .args(if extra.contains(&"--ready-timeout") { &[][..] } else { &["--ready-timeout", "90s"][..] })
         .args(extra)
         .env("FERRY_LOG_FORMAT", "text");
     match fault {
@@ -32,7 +33,7 @@ fn text(o: &Output) -> String {
 fn get_json(h: &Harness, ctx: &str, args: &[&str]) -> Value {
     let mut a = vec!["get"];
     a.extend_from_slice(args);
-    a.extend_from_slice(&["-o", "json"]);
+    a.extend_from_slice(&["-o", "json", "--show-managed-fields"]);
     serde_json::from_str(&h.kubectl_ok(ctx, &a)).unwrap()
 }
 

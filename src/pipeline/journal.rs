@@ -124,9 +124,9 @@ pub struct Journal {
     /// When the source was stopped (downtime starts), RFC 3339.
     pub downtime_started_at: Option<String>,
     pub downtime_ms: Option<u64>,
-    /// Exported object counts by kind; verify compares the destination with them.
+    /// Names of the objects applied, by "apiVersion/Kind"; verify finds each on the destination.
     #[serde(default)]
-    pub expected_kinds: BTreeMap<String, u64>,
+    pub expected: BTreeMap<String, Vec<String>>,
     /// Bare Pods deleted from the source at quiesce, kept to recreate them
     /// on the destination at cutover, or on the source at rollback.
     #[serde(default)]

@@ -129,7 +129,7 @@ impl Migration<'_> {
                     source_quiesced: false,
                     downtime_started_at: None,
                     downtime_ms: None,
-                    expected_kinds: BTreeMap::new(),
+                    expected: BTreeMap::new(),
                     bare_pods: Vec::new(),
                     left_behind: Vec::new(),
                 };
@@ -267,9 +267,11 @@ impl Migration<'_> {
                 counts.insert("to apply".into(), p.out.apply.len() as u64);
                 counts.insert("left behind".into(), p.out.left_behind.len() as u64);
                 let j = &mut stored.journal;
-                j.expected_kinds.clear();
+                j.expected.clear();
                 for o in p.out.apply.iter().filter(|o| o["kind"] != "Namespace") {
-                    *j.expected_kinds.entry(format!("{}/{}", o["apiVersion"].as_str().unwrap_or(""), o["kind"].as_str().unwrap_or(""))).or_default() += 1;
+                    let key = format!("{}/{}", o["apiVersion"].as_str().unwrap_or(""), o["kind"].as_str().unwrap_or(""));
+                    let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+                    j.expected.entry(key).or_default().push(name);
                 }
                 j.left_behind = p.out.left_behind.iter().map(|l| format!("{} {}: {}", l.object.kind, l.object.name, l.reason)).collect();
             }
@@ -365,15 +367,19 @@ impl Migration<'_> {
 
     async fn verify(&self, stored: &Stored) -> anyhow::Result<BTreeMap<String, u64>> {
         let j = &stored.journal;
-        let selector = format!("{}={}", labels::MIGRATION, j.migration_id);
         let mut problems = Vec::new();
         let mut total = 0;
-        for (key, want) in &j.expected_kinds {
+        for (key, names) in &j.expected {
             let (av, kind) = key.rsplit_once('/').unwrap_or(("", key));
-            let have = self.dest.list(av, kind, Some(&j.namespace), Some(&selector)).await?.len() as u64;
-            total += have;
-            if have != *want {
-                problems.push(format!("{key}: expected {want}, found {have}"));
+            let present: std::collections::BTreeSet<String> = self.dest.list(av, kind, Some(&j.namespace), None).await?.iter()
+                // Only copies this migration made count (controllers copy labels onto what they create).
+                .filter(|o| o.pointer("/metadata/labels").and_then(|l| l.get(labels::MIGRATION)).and_then(Value::as_str) == Some(&j.migration_id))
+                .filter_map(|o| o.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string))
+                .collect();
+            let missing: Vec<&String> = names.iter().filter(|n| !present.contains(*n)).collect();
+            total += (names.len() - missing.len()) as u64;
+            if !missing.is_empty() {
+                problems.push(format!("{key} missing: {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")));
             }
         }
         let not_ready = workloads::not_ready(self.dest, &j.namespace).await?;
@@ -383,7 +389,7 @@ impl Migration<'_> {
         if !problems.is_empty() {
             anyhow::bail!("the destination does not match the export: {}", problems.join("; "));
         }
-        Ok(BTreeMap::from([("objects verified".to_string(), total), ("kinds".to_string(), j.expected_kinds.len() as u64)]))
+        Ok(BTreeMap::from([("objects verified".to_string(), total), ("kinds".to_string(), j.expected.len() as u64)]))
     }
 
     async fn retire(&self, stored: &mut Stored) -> anyhow::Result<String> {
