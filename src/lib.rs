@@ -9,7 +9,6 @@
 //! | [`kubeconfig`] | read/write kubeconfig files and build kube clients from contexts | disk |
 //! | [`labels`]  | label/annotation keys shared by all modules                  | -  |
 //! | [`cluster`] | the Kubernetes edge: discovery, export, server-side apply, headroom | kube |
-//! | [`quantity`] | resource quantities and pod requests                        | -  |
 //! | [`output`]  | shared CLI output helpers: tables, `-o json|yaml`               | stdout |
 //! | [`pipeline`] | the migration: journal, preflight, stages, rollback, `ferry migrate` | via cluster |
 //! | [`transform`] | pure object transforms of a migration: leave behind, strip, rewrite, order, cutover patches, preflight requirements | - |
@@ -17,7 +16,6 @@ pub mod dev;
 pub mod kubeconfig;
 pub mod labels;
 pub mod output;
-pub mod quantity;
 pub mod cluster;
 pub mod transform;
 pub mod pipeline;

@@ -14,7 +14,7 @@ async fn destination_without_memory_is_refused_and_nothing_changes() {
     let h = harness();
     let nodes: Value = serde_json::from_str(&h.kubectl_ok("west", &["get", "nodes", "-o", "json"])).unwrap();
     let nodes = nodes["items"].as_array().unwrap().clone();
-    let per_node = ferry::quantity::bytes(nodes[0]["status"]["allocatable"]["memory"].as_str().unwrap()).unwrap();
+    let per_node = ferry::transform::quantity::bytes(nodes[0]["status"]["allocatable"]["memory"].as_str().unwrap()).unwrap();
 
     // Ballast on west: one pod per node taking all but 1 GiB of its memory.
     let ballast = h.namespace("ballast", &["west"]);

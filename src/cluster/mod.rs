@@ -254,8 +254,8 @@ impl Cluster {
             if !ready || unschedulable {
                 continue;
             }
-            let cpu = n.pointer("/status/allocatable/cpu").and_then(Value::as_str).and_then(crate::quantity::millicores).unwrap_or(0);
-            let mem = n.pointer("/status/allocatable/memory").and_then(Value::as_str).and_then(crate::quantity::bytes).unwrap_or(0);
+            let cpu = n.pointer("/status/allocatable/cpu").and_then(Value::as_str).and_then(crate::transform::quantity::millicores).unwrap_or(0);
+            let mem = n.pointer("/status/allocatable/memory").and_then(Value::as_str).and_then(crate::transform::quantity::bytes).unwrap_or(0);
             free.insert(n["metadata"]["name"].as_str().unwrap_or_default().to_string(), (cpu, mem));
         }
         let pods = self.list("v1", "Pod", None, None).await?;
@@ -266,7 +266,7 @@ impl Cluster {
             }
             let Some(node) = p.pointer("/spec/nodeName").and_then(Value::as_str) else { continue };
             let Some(slot) = free.get_mut(node) else { continue };
-            let (cpu, mem) = crate::quantity::pod_requests(p.get("spec").unwrap_or(&Value::Null));
+            let (cpu, mem) = crate::transform::requirements::pod_requests(p.get("spec").unwrap_or(&Value::Null));
             slot.0 -= cpu;
             slot.1 -= mem;
         }

@@ -74,8 +74,8 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         ready_timeout: args.ready_timeout,
         keep_load_balancer_ips: args.keep_load_balancer_ips,
         reserve: (
-            crate::quantity::millicores(&args.reserve_cpu).with_context(|| format!("--reserve-cpu {:?} is not a quantity", args.reserve_cpu))?,
-            crate::quantity::bytes(&args.reserve_memory).with_context(|| format!("--reserve-memory {:?} is not a quantity", args.reserve_memory))?,
+            crate::transform::quantity::millicores(&args.reserve_cpu).with_context(|| format!("--reserve-cpu {:?} is not a quantity", args.reserve_cpu))?,
+            crate::transform::quantity::bytes(&args.reserve_memory).with_context(|| format!("--reserve-memory {:?} is not a quantity", args.reserve_memory))?,
         ),
     };
     let console = progress::Console::default();

@@ -180,7 +180,7 @@ pub async fn gather(
             f.unserved.insert(format!("{av}/{kind}"));
         }
         if let Some(spec) = o.pointer("/spec/template/spec").or_else(|| o.pointer("/spec/jobTemplate/spec/template/spec")).or_else(|| (kind == "Pod").then(|| o.get("spec")).flatten()) {
-            let (c, m) = crate::quantity::pod_requests(spec);
+            let (c, m) = crate::transform::requirements::pod_requests(spec);
             f.largest_pod = (f.largest_pod.0.max(c), f.largest_pod.1.max(m));
         }
     }

@@ -241,3 +241,13 @@ mod tests {
         assert_eq!(millis("0.000000000000000000000000000000000000000000001"), 1);
     }
 }
+
+/// Millicores of a quantity string ("500m" → 500), None if it does not parse.
+pub fn millicores(s: &str) -> Option<i128> {
+    Quantity::parse(s).ok()?.millis().ok()
+}
+
+/// Whole units (bytes) of a quantity string ("1Gi" → 1073741824), None if it does not parse.
+pub fn bytes(s: &str) -> Option<i128> {
+    Quantity::parse(s).ok()?.value().ok()
+}

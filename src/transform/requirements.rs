@@ -273,3 +273,13 @@ pub fn effective_request(r: &ObjectRef, spec: &Value, at: &str, res: &str, milli
     };
     Ok(base + overhead)
 }
+
+/// (cpu millicores, memory bytes) one pod with `spec` reserves; quantities
+/// that do not parse count as 0 (the API server validated them already).
+pub fn pod_requests(spec: &Value) -> (i128, i128) {
+    let r = ObjectRef { api_version: "v1".into(), kind: "Pod".into(), namespace: None, name: String::new() };
+    (
+        effective_request(&r, spec, "spec", "cpu", true).unwrap_or(0),
+        effective_request(&r, spec, "spec", "memory", false).unwrap_or(0),
+    )
+}
