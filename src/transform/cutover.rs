@@ -131,6 +131,14 @@ mod tests {
             json_patch::merge(obj, &p);
         }
     }
+    fn quiesce(obj: &mut Value) {
+        let p = quiesce_patch(&rf(obj), obj).unwrap();
+        apply(obj, p);
+    }
+    fn restore(obj: &mut Value) {
+        let p = restore_patch(&rf(obj), obj).unwrap();
+        apply(obj, p);
+    }
     fn rf(obj: &Value) -> ObjectRef {
         ObjectRef::of(obj, 0).unwrap()
     }
@@ -139,10 +147,10 @@ mod tests {
     fn quiesce_then_restore_deployment_round_trips() {
         let mut d = json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},"spec":{"replicas":3}});
         let r = rf(&d);
-        apply(&mut d, quiesce_patch(&r, &d).unwrap());
+        quiesce(&mut d);
         assert_eq!(d["spec"]["replicas"], 0);
         assert_eq!(annotation(&d, labels::ORIGINAL_REPLICAS), Some("3"));
-        apply(&mut d, restore_patch(&r, &d).unwrap());
+        restore(&mut d);
         assert_eq!(d["spec"]["replicas"], 3);
         assert_eq!(annotation(&d, labels::ORIGINAL_REPLICAS), None);
         assert_eq!(restore_patch(&r, &d).unwrap(), None, "nothing left to restore");
@@ -152,7 +160,7 @@ mod tests {
     fn quiesce_is_idempotent_and_never_records_zero() {
         let mut s = json!({"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"db"},"spec":{"replicas":5}});
         let r = rf(&s);
-        apply(&mut s, quiesce_patch(&r, &s).unwrap());
+        quiesce(&mut s);
         assert_eq!(quiesce_patch(&r, &s).unwrap(), None, "second quiesce is a no-op");
         // Even a patch computed from a stale read (before the first applied) keeps 5.
         let stale = json!({"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"db"},"spec":{"replicas":5}});
@@ -164,8 +172,7 @@ mod tests {
     #[test]
     fn quiesce_records_a_hand_made_scale_up_while_quiesced() {
         let mut d = json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","annotations":{"ferry.dev/original-replicas":"3"}},"spec":{"replicas":2}});
-        let r = rf(&d);
-        apply(&mut d, quiesce_patch(&r, &d).unwrap());
+        quiesce(&mut d);
         assert_eq!(annotation(&d, labels::ORIGINAL_REPLICAS), Some("2"));
         assert_eq!(d["spec"]["replicas"], 0);
     }
@@ -181,18 +188,18 @@ mod tests {
     fn cronjob_suspend_round_trips_and_keeps_an_original_suspend() {
         let mut c = json!({"apiVersion":"batch/v1","kind":"CronJob","metadata":{"name":"hello"},"spec":{"schedule":"* * * * *"}});
         let r = rf(&c);
-        apply(&mut c, quiesce_patch(&r, &c).unwrap());
+        quiesce(&mut c);
         assert_eq!(c["spec"]["suspend"], true);
         assert_eq!(annotation(&c, labels::ORIGINAL_SUSPEND), Some("false"));
         assert_eq!(quiesce_patch(&r, &c).unwrap(), None);
-        apply(&mut c, restore_patch(&r, &c).unwrap());
+        restore(&mut c);
         assert_eq!(c["spec"]["suspend"], false);
         assert_eq!(annotation(&c, labels::ORIGINAL_SUSPEND), None);
 
         let mut already = json!({"apiVersion":"batch/v1","kind":"CronJob","metadata":{"name":"off"},"spec":{"suspend":true}});
-        apply(&mut already, quiesce_patch(&r, &already).unwrap());
+        quiesce(&mut already);
         assert_eq!(annotation(&already, labels::ORIGINAL_SUSPEND), Some("true"));
-        apply(&mut already, restore_patch(&r, &already).unwrap());
+        restore(&mut already);
         assert_eq!(already["spec"]["suspend"], true, "a CronJob suspended before stays suspended");
     }
 
