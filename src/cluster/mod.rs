@@ -34,42 +34,26 @@ pub struct Cluster {
     discovery: std::sync::Arc<Discovery>,
 }
 
-/// One object's identity, for messages and deletion.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct ObjRef {
-    pub api_version: String,
-    pub kind: String,
-    pub namespace: Option<String>,
-    pub name: String,
-}
+pub use crate::transform::ObjectRef;
 
-impl std::fmt::Display for ObjRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{}/{} {ns}/{}", self.api_version, self.kind, self.name),
-            None => write!(f, "{}/{} {}", self.api_version, self.kind, self.name),
-        }
+/// The identity of a JSON object as the API server returned it (missing fields
+/// become empty strings; use [`ObjectRef::of`] to validate untrusted input).
+pub fn obj_ref(obj: &Value) -> ObjectRef {
+    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).map(str::to_string);
+    ObjectRef {
+        api_version: s("/apiVersion").unwrap_or_default(),
+        kind: s("/kind").unwrap_or_default(),
+        namespace: s("/metadata/namespace"),
+        name: s("/metadata/name").unwrap_or_default(),
     }
 }
 
-impl ObjRef {
-    /// The identity of a JSON object (missing fields become empty strings).
-    pub fn of(obj: &Value) -> ObjRef {
-        let s = |p: &str| obj.pointer(p).and_then(Value::as_str).map(str::to_string);
-        ObjRef {
-            api_version: s("/apiVersion").unwrap_or_default(),
-            kind: s("/kind").unwrap_or_default(),
-            namespace: s("/metadata/namespace"),
-            name: s("/metadata/name").unwrap_or_default(),
-        }
-    }
-    fn gvk(&self) -> GroupVersionKind {
-        let (group, version) = match self.api_version.split_once('/') {
-            Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (String::new(), self.api_version.clone()),
-        };
-        GroupVersionKind { group, version, kind: self.kind.clone() }
-    }
+fn gvk_of(r: &ObjectRef) -> GroupVersionKind {
+    let (group, version) = match r.api_version.split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), r.api_version.clone()),
+    };
+    GroupVersionKind { group, version, kind: r.kind.clone() }
 }
 
 impl Cluster {
@@ -116,15 +100,15 @@ impl Cluster {
     }
 
     fn resolve(&self, api_version: &str, kind: &str) -> Result<(ApiResource, ApiCapabilities), ClusterError> {
-        let r = ObjRef { api_version: api_version.to_string(), kind: kind.to_string(), namespace: None, name: String::new() };
-        self.discovery.resolve_gvk(&r.gvk()).ok_or_else(|| ClusterError::NotServed {
+        let r = ObjectRef { api_version: api_version.to_string(), kind: kind.to_string(), namespace: None, name: String::new() };
+        self.discovery.resolve_gvk(&gvk_of(&r)).ok_or_else(|| ClusterError::NotServed {
             cluster: self.name.clone(),
             api_version: api_version.to_string(),
             kind: kind.to_string(),
         })
     }
 
-    fn api_for(&self, r: &ObjRef) -> Result<Api<DynamicObject>, ClusterError> {
+    fn api_for(&self, r: &ObjectRef) -> Result<Api<DynamicObject>, ClusterError> {
         let (ar, caps) = self.resolve(&r.api_version, &r.kind)?;
         Ok(match (caps.scope, &r.namespace) {
             (Scope::Namespaced, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, &ar),
@@ -159,7 +143,7 @@ impl Cluster {
     }
 
     /// Get one object, None if absent.
-    pub async fn get(&self, r: &ObjRef) -> Result<Option<Value>, ClusterError> {
+    pub async fn get(&self, r: &ObjectRef) -> Result<Option<Value>, ClusterError> {
         let api = self.api_for(r)?;
         match api.get_opt(&r.name).await {
             Ok(o) => Ok(o.map(|o| serde_json::to_value(o).expect("serializes"))),
@@ -169,7 +153,7 @@ impl Cluster {
 
     /// List objects of a type (in a namespace, or cluster-wide with None).
     pub async fn list(&self, api_version: &str, kind: &str, namespace: Option<&str>, label_selector: Option<&str>) -> Result<Vec<Value>, ClusterError> {
-        let r = ObjRef { api_version: api_version.into(), kind: kind.into(), namespace: namespace.map(str::to_string), name: String::new() };
+        let r = ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: namespace.map(str::to_string), name: String::new() };
         let api = self.api_for(&r)?;
         let mut lp = ListParams::default();
         if let Some(sel) = label_selector {
@@ -186,7 +170,7 @@ impl Cluster {
 
     /// Server-side apply `obj` with field manager `ferry`, taking ownership of conflicting fields.
     pub async fn apply(&self, obj: &Value) -> Result<Value, ClusterError> {
-        let r = ObjRef::of(obj);
+        let r = obj_ref(obj);
         let api = self.api_for(&r)?;
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         match api.patch(&r.name, &pp, &Patch::Apply(obj)).await {
@@ -197,7 +181,7 @@ impl Cluster {
 
     /// Create `obj`; Ok(false) if it already exists.
     pub async fn create(&self, obj: &Value) -> Result<bool, ClusterError> {
-        let r = ObjRef::of(obj);
+        let r = obj_ref(obj);
         let api = self.api_for(&r)?;
         let dynobj: DynamicObject = serde_json::from_value(obj.clone()).map_err(|e| self.api_err("encoding", &r, kube::Error::SerdeError(e)))?;
         match api.create(&PostParams::default(), &dynobj).await {
@@ -208,7 +192,7 @@ impl Cluster {
     }
 
     /// JSON merge patch.
-    pub async fn merge_patch(&self, r: &ObjRef, patch: &Value) -> Result<Value, ClusterError> {
+    pub async fn merge_patch(&self, r: &ObjectRef, patch: &Value) -> Result<Value, ClusterError> {
         let api = self.api_for(r)?;
         match api.patch(&r.name, &PatchParams::default(), &Patch::Merge(patch)).await {
             Ok(o) => Ok(serde_json::to_value(o).expect("serializes")),
@@ -217,7 +201,7 @@ impl Cluster {
     }
 
     /// Delete an object (foreground propagation); absent is fine.
-    pub async fn delete(&self, r: &ObjRef) -> Result<(), ClusterError> {
+    pub async fn delete(&self, r: &ObjectRef) -> Result<(), ClusterError> {
         let api = self.api_for(r)?;
         match api.delete(&r.name, &DeleteParams::foreground()).await {
             Ok(_) => Ok(()),
@@ -228,7 +212,7 @@ impl Cluster {
 
     /// A namespace object, None if absent.
     pub async fn namespace(&self, name: &str) -> Result<Option<Value>, ClusterError> {
-        self.get(&ObjRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: name.into() }).await
+        self.get(&ObjectRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: name.into() }).await
     }
 
     /// Names of the cluster-scoped objects of a kind (StorageClasses, PriorityClasses, CRDs…).

@@ -180,8 +180,8 @@ pub struct Stored {
     resource_version: Option<String>,
 }
 
-fn cm_ref(namespace: &str) -> crate::cluster::ObjRef {
-    crate::cluster::ObjRef { api_version: "v1".into(), kind: "ConfigMap".into(), namespace: Some(namespace.into()), name: NAME.into() }
+fn cm_ref(namespace: &str) -> crate::cluster::ObjectRef {
+    crate::cluster::ObjectRef { api_version: "v1".into(), kind: "ConfigMap".into(), namespace: Some(namespace.into()), name: NAME.into() }
 }
 
 /// Errors reading or writing the journal.

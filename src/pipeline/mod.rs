@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cluster::{Cluster, ClusterError, ObjRef};
+use crate::cluster::{Cluster, ClusterError, ObjectRef};
 use crate::labels;
 use crate::transform::{self, TransformContext, TransformOutput, VolumeMode};
 use journal::{Failure, Journal, JournalError, Outcome, Stage, Stored};
@@ -351,15 +351,15 @@ impl Migration<'_> {
             }
         }
         for mp in &p.out.merge_patches {
-            let r = ObjRef { api_version: mp.target.api_version.clone(), kind: mp.target.kind.clone(), namespace: mp.target.namespace.clone(), name: mp.target.name.clone() };
+            let r = &mp.target;
             // The destination creates its own default ServiceAccount; wait for it, then merge.
             for _ in 0..50 {
-                if self.dest.get(&r).await?.is_some() {
+                if self.dest.get(r).await?.is_some() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            self.dest.merge_patch(&r, &mp.patch).await?;
+            self.dest.merge_patch(r, &mp.patch).await?;
             applied += 1;
         }
         Ok(applied)
@@ -395,7 +395,7 @@ impl Migration<'_> {
     async fn retire(&self, stored: &mut Stored) -> anyhow::Result<String> {
         let ns = &self.spec.namespace;
         let j = &stored.journal;
-        let nsref = ObjRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: ns.clone() };
+        let nsref = ObjectRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: ns.clone() };
         if self.spec.retention.is_zero() {
             if self.source.namespace(ns).await?.is_some() {
                 self.source.delete(&nsref).await?;
@@ -412,7 +412,7 @@ impl Migration<'_> {
     }
 
     async fn delete_namespace_and_wait(&self, cluster: &Cluster, ns: &str) -> anyhow::Result<()> {
-        let nsref = ObjRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: ns.to_string() };
+        let nsref = ObjectRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: ns.to_string() };
         cluster.delete(&nsref).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
         while cluster.namespace(ns).await?.is_some() {

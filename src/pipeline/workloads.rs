@@ -5,9 +5,9 @@ use serde_json::Value;
 
 use super::Migration;
 use super::journal::Stored;
-use crate::cluster::{Cluster, ObjRef};
+use crate::cluster::{Cluster, obj_ref};
 use crate::labels;
-use crate::transform::{ObjectRef, cutover};
+use crate::transform::cutover;
 
 /// Kinds whose pods Ferry stops and starts.
 const WORKLOADS: &[(&str, &str)] = &[
@@ -16,11 +16,6 @@ const WORKLOADS: &[(&str, &str)] = &[
     ("apps/v1", "ReplicaSet"),
     ("batch/v1", "CronJob"),
 ];
-
-fn tref(o: &Value) -> ObjectRef {
-    let r = ObjRef::of(o);
-    ObjectRef { api_version: r.api_version, kind: r.kind, namespace: r.namespace, name: r.name }
-}
 
 fn has_controller(o: &Value) -> bool {
     o.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|a| a.iter().any(|r| r["controller"] == true))
@@ -56,9 +51,9 @@ pub(super) async fn quiesce(m: &Migration<'_>, stored: &mut Stored) -> anyhow::R
     }
     let mut stopped = 0;
     for o in workloads(m.source, ns).await? {
-        let r = tref(&o);
+        let r = obj_ref(&o);
         if let Some(patch) = cutover::quiesce_patch(&r, &o)? {
-            m.source.merge_patch(&ObjRef::of(&o), &patch).await?;
+            m.source.merge_patch(&obj_ref(&o), &patch).await?;
         }
         stopped += 1;
     }
@@ -74,7 +69,7 @@ pub(super) async fn quiesce(m: &Migration<'_>, stored: &mut Stored) -> anyhow::R
         }
         m.save(stored).await?;
         for p in &bare {
-            m.source.delete(&ObjRef::of(p)).await?;
+            m.source.delete(&obj_ref(p)).await?;
         }
         stopped += bare.len();
     }
@@ -101,8 +96,8 @@ pub(super) async fn cutover(m: &Migration<'_>, stored: &mut Stored) -> anyhow::R
     let ns = &m.spec.namespace;
     let dest_workloads = workloads(m.dest, ns).await?;
     for o in &dest_workloads {
-        if let Some(patch) = cutover::restore_patch(&tref(o), o)? {
-            m.dest.merge_patch(&ObjRef::of(o), &patch).await?;
+        if let Some(patch) = cutover::restore_patch(&obj_ref(o), o)? {
+            m.dest.merge_patch(&obj_ref(o), &patch).await?;
         }
     }
     for p in &stored.journal.bare_pods {
@@ -141,8 +136,8 @@ pub(super) async fn restore_source(m: &Migration<'_>, stored: &mut Stored) -> an
         anyhow::bail!("the source namespace {ns} is gone from {}; cannot restore it", m.source.name);
     }
     for o in workloads(m.source, ns).await? {
-        if let Some(patch) = cutover::restore_patch(&tref(&o), &o)? {
-            m.source.merge_patch(&ObjRef::of(&o), &patch).await?;
+        if let Some(patch) = cutover::restore_patch(&obj_ref(&o), &o)? {
+            m.source.merge_patch(&obj_ref(&o), &patch).await?;
         }
     }
     for p in &stored.journal.bare_pods {
