@@ -25,6 +25,9 @@ use crate::transform::{self, TransformContext, TransformOutput, VolumeMode};
 use journal::{Failure, Journal, JournalError, Outcome, Stage, Stored};
 use progress::Progress;
 
+/// Server-side applies in flight at once within one kind.
+const APPLY_CONCURRENCY: usize = 16;
+
 /// What to migrate and how.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -337,17 +340,22 @@ impl Migration<'_> {
         }
         stored.journal.created_destination = true;
         self.save(stored).await?;
+        // Kinds go in dependency order; objects of one kind go up to
+        // APPLY_CONCURRENCY at a time (they do not depend on each other).
+        // Bare Pods start at cutover, after the source copy is gone.
+        let objects: Vec<&Value> = p.out.apply.iter().filter(|o| o["kind"] != "Pod").collect();
+        let total = objects.len();
         let mut applied = 0;
-        for obj in &p.out.apply {
-            // Bare Pods start at cutover, after the source copy is gone.
-            if obj["kind"] == "Pod" {
-                continue;
-            }
-            self.dest.apply(obj).await?;
-            applied += 1;
-            fault::in_apply(applied);
-            if applied % 20 == 0 {
-                self.progress.detail(&format!("{applied}/{} objects", p.out.apply.len()));
+        for group in objects.chunk_by(|a, b| a["apiVersion"] == b["apiVersion"] && a["kind"] == b["kind"]) {
+            use futures::StreamExt;
+            let mut results = futures::stream::iter(group.iter().map(|o| self.dest.apply(o))).buffer_unordered(APPLY_CONCURRENCY);
+            while let Some(r) = results.next().await {
+                r?;
+                applied += 1;
+                fault::in_apply(applied);
+                if applied % 50 == 0 {
+                    self.progress.detail(&format!("{applied}/{total} objects"));
+                }
             }
         }
         for mp in &p.out.merge_patches {
