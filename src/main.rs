@@ -17,7 +17,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the embedded demo: bring up the local clusters `east` and `west` and show them.
+    /// Run the embedded demo: local clusters `east` and `west`, the guestbook on one, migrated to the other.
     Demo {
         /// State directory of the local clusters.
         #[arg(long, env = "FERRY_STATE")]
@@ -121,7 +121,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Demo { state } => {
             let state = state.unwrap_or_else(dev::default_state_dir);
-            dev::demo(&state).await?;
+            dev::demo::run(&state).await?;
         }
         Command::Dev(DevCommand::Up { state, clusters, nodes, node_cpu, node_memory, output }) => {
             let opts = dev::UpOptions { clusters, nodes, node_cpu, node_memory };

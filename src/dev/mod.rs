@@ -15,6 +15,7 @@
 //! ```
 pub mod binaries;
 mod bootstrap;
+pub mod demo;
 mod health;
 pub mod pki;
 pub mod process;
@@ -279,30 +280,6 @@ pub fn down(state_dir: &Path, purge: bool) -> anyhow::Result<()> {
         // Volumes' files may belong to other users; remove_dir_all copes as root.
         fs::remove_dir_all(&layout.root).with_context(|| format!("removing {}", layout.root.display()))?;
     }
-    Ok(())
-}
-
-/// The embedded demo: two local clusters, shown.
-pub async fn demo(state_dir: &Path) -> anyhow::Result<()> {
-    let report = up(state_dir, &UpOptions::default()).await?;
-    print_status(&report, OutputFormat::Table)?;
-    println!();
-    for c in &report.clusters {
-        let client = crate::kubeconfig::client_for(&report.kubeconfig, &c.context).await?;
-        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
-        for n in nodes.list(&Default::default()).await? {
-            let alloc = n.status.as_ref().and_then(|s| s.allocatable.clone()).unwrap_or_default();
-            println!(
-                "{:<6} node {:<14} allocatable cpu={} memory={}",
-                c.name,
-                n.metadata.name.unwrap_or_default(),
-                alloc.get("cpu").map(|q| q.0.as_str()).unwrap_or("?"),
-                alloc.get("memory").map(|q| q.0.as_str()).unwrap_or("?"),
-            );
-        }
-    }
-    println!("\nexport KUBECONFIG={}", report.kubeconfig.display());
-    println!("kubectl --context east get nodes      # stop with: ferry dev down --state {}", report.state_dir.display());
     Ok(())
 }
 
