@@ -218,3 +218,26 @@ fn down_stops_everything_even_after_the_pids_were_lost() {
     support::ferry(&["dev", "down", "--state", state_s, "--purge"]);
     assert!(!state.exists());
 }
+
+#[test]
+fn demo_moves_the_guestbook_back_and_forth() {
+    let h = harness();
+    let state = h.state.to_str().unwrap();
+    let where_live = |ctx: &str| {
+        let out = h.kubectl(ctx, &["get", "namespace", "guestbook", "-o", "json"]);
+        out.status.success() && {
+            let ns: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            ns["metadata"]["labels"].get("ferry.dev/retained").is_none()
+        }
+    };
+    let first = support::ferry(&["demo", "--state", state]);
+    assert!(first.contains("done: 9 stages"), "{first}");
+    let on_west = where_live("west");
+    assert_ne!(on_west, where_live("east"), "exactly one live copy");
+    let second = support::ferry(&["demo", "--state", state]);
+    assert!(second.contains("done: 9 stages"), "{second}");
+    assert_eq!(where_live("west"), !on_west, "the second run moves it back");
+    assert_eq!(where_live("east"), on_west);
+    let deps = h.kubectl_ok(if on_west { "east" } else { "west" }, &["get", "deploy", "-n", "guestbook", "-o", "name"]);
+    assert_eq!(deps.lines().count(), 3, "{deps}");
+}

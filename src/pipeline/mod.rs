@@ -406,7 +406,8 @@ impl Migration<'_> {
         let nsref = ObjectRef { api_version: "v1".into(), kind: "Namespace".into(), namespace: None, name: ns.clone() };
         if self.spec.retention.is_zero() {
             if self.source.namespace(ns).await?.is_some() {
-                self.source.delete(&nsref).await?;
+                self.progress.detail("deleting the source namespace");
+                self.delete_namespace_and_wait(self.source, ns).await?;
             }
             return Ok(format!("source namespace deleted on {}", self.source.name));
         }
