@@ -145,6 +145,7 @@ fn check_dns_label(v: &str) -> Result<(), String> {
 
 /// A patch for an object the destination creates by itself (the `default` ServiceAccount).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MergePatch {
     /// The object to patch on the destination.
     pub target: ObjectRef,
@@ -154,6 +155,7 @@ pub struct MergePatch {
 
 /// Result of transforming one namespace.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TransformOutput {
     /// Objects to apply, in apply order.
     pub apply: Vec<Value>,

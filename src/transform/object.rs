@@ -11,6 +11,7 @@ use super::error::TransformError;
 
 /// Names one exported object.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ObjectRef {
     /// `group/version`, or `version` for the core group.
     pub api_version: String,

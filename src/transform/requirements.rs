@@ -18,6 +18,7 @@ pub const NO_CLASS: &str = "";
 
 /// A kind served by a CustomResourceDefinition.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct GroupKind {
     /// API group.
     pub group: String,
@@ -27,6 +28,7 @@ pub struct GroupKind {
 
 /// A node port a Service pins.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NodePortUse {
     /// The port on every node.
     pub node_port: i64,
@@ -38,6 +40,7 @@ pub struct NodePortUse {
 
 /// Everything a namespace needs from its destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Requirements {
     /// StorageClasses named by claims and claim templates.
     pub storage_classes: BTreeSet<String>,

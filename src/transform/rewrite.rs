@@ -224,8 +224,13 @@ pub fn rewrite_pv(obj: &mut Value) {
     }
 }
 
-/// Bare Pod: let the destination schedule and admit it afresh.
-pub fn rewrite_pod(obj: &mut Value, dest_priority_classes: &BTreeSet<String>) {
+/// Bare Pod: let the destination schedule and admit it afresh. `auto_tokens`
+/// are the token Secrets left behind: volumes mounting them are dropped too.
+pub fn rewrite_pod(
+    obj: &mut Value,
+    dest_priority_classes: &BTreeSet<String>,
+    auto_tokens: &BTreeSet<String>,
+) {
     let Some(spec) = object_at_mut(obj, &["spec"]) else {
         return;
     };
@@ -244,16 +249,26 @@ pub fn rewrite_pod(obj: &mut Value, dest_priority_classes: &BTreeSet<String>) {
             spec.remove("priorityClassName");
         }
     }
-    // The ServiceAccount admission plugin injected a token volume named after a
-    // random suffix; it injects its own on the destination unless one is present.
+    // The ServiceAccount admission plugin injected a token volume (projected
+    // `kube-api-access-*`, or on old clusters the auto token Secret); it injects
+    // its own on the destination unless one is already mounted there.
     let injected: BTreeSet<String> = spec
         .get("volumes")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|v| v.get("projected").is_some())
+        .filter(|v| {
+            let projected = v.get("projected").is_some()
+                && v.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.starts_with("kube-api-access-"));
+            let auto_token = v
+                .pointer("/secret/secretName")
+                .and_then(Value::as_str)
+                .is_some_and(|s| auto_tokens.contains(s));
+            projected || auto_token
+        })
         .filter_map(|v| v.get("name")?.as_str())
-        .filter(|n| n.starts_with("kube-api-access-"))
         .map(str::to_owned)
         .collect();
     if injected.is_empty() {
@@ -464,7 +479,7 @@ pub fn transform_object(
         ("", "Service") => rewrite_service(obj, chosen.as_ref(), ctx.keep_load_balancer_ips),
         ("", "PersistentVolumeClaim") => rewrite_pvc(obj, ctx),
         ("", "PersistentVolume") => rewrite_pv(obj),
-        ("", "Pod") => rewrite_pod(obj, &ctx.dest_priority_classes),
+        ("", "Pod") => rewrite_pod(obj, &ctx.dest_priority_classes, auto_tokens),
         ("", "ServiceAccount") => rewrite_service_account(obj, auto_tokens),
         ("", "Secret") => rewrite_token_secret(obj),
         ("batch", "Job") => {

@@ -18,7 +18,11 @@ use crate::labels;
 
 /// Why an object was not copied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "reason", rename_all = "camelCase")]
+#[serde(
+    tag = "reason",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum Reason {
     /// Events describe the source cluster's past.
     Event,
@@ -126,6 +130,7 @@ impl fmt::Display for Reason {
 
 /// One object left behind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LeftBehind {
     /// The object.
     pub object: ObjectRef,

@@ -1620,3 +1620,62 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn bare_pods_lose_volumes_of_left_behind_token_secrets() {
+    let out = run(vec![
+        served(
+            "v1",
+            "Secret",
+            "builder-token-x7k2p",
+            json!({
+                "type": "kubernetes.io/service-account-token",
+                "metadata": {"annotations": {"kubernetes.io/service-account.name": "builder"}}
+            }),
+        ),
+        served(
+            "v1",
+            "Pod",
+            "old",
+            json!({"spec": {
+                "containers": [{"name": "c", "image": "i", "volumeMounts": [
+                    {"name": "builder-token-x7k2p", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"},
+                    {"name": "creds", "mountPath": "/creds"}
+                ]}],
+                "volumes": [
+                    {"name": "builder-token-x7k2p", "secret": {"secretName": "builder-token-x7k2p"}},
+                    {"name": "creds", "secret": {"secretName": "registry-creds"}}
+                ]
+            }}),
+        ),
+    ]);
+    assert!(matches!(
+        reason(&out, "Secret", "builder-token-x7k2p"),
+        Some(Reason::AutoTokenSecret { .. })
+    ));
+    let s = &kept(&out, "Pod", "old")["spec"];
+    assert_eq!(
+        s["volumes"],
+        json!([{"name": "creds", "secret": {"secretName": "registry-creds"}}])
+    );
+    assert_eq!(
+        s["containers"][0]["volumeMounts"],
+        json!([{"name": "creds", "mountPath": "/creds"}])
+    );
+}
+
+#[test]
+fn report_serializes_in_kubernetes_style_camel_case() {
+    let owner = json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u", "controller": true}]}});
+    let out = run(vec![served("apps/v1", "ReplicaSet", "web-1", owner)]);
+    let v = serde_json::to_value(&out).unwrap();
+    assert_eq!(
+        v["leftBehind"][0],
+        json!({"object": {"apiVersion": "apps/v1", "kind": "ReplicaSet", "namespace": "shop", "name": "web-1"},
+               "reason": {"reason": "controllerOwned", "ownerKind": "Deployment", "ownerName": "web"}})
+    );
+    assert_eq!(v["requirements"]["cpuMillis"], 0);
+    assert_eq!(v["mergePatches"], json!([]));
+    let back: LeftBehind = serde_json::from_value(v["leftBehind"][0].clone()).unwrap();
+    assert_eq!(back, out.left_behind[0]);
+}
