@@ -29,22 +29,28 @@ fn pause_of(r: &ObjectRef) -> Option<Pause> {
 
 /// `spec.replicas`, defaulting to 1 as the API server does.
 fn replicas(obj: &Value) -> i64 {
-    obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
+    obj.pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
 }
 
 fn suspended(obj: &Value) -> bool {
-    obj.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false)
+    obj.pointer("/spec/suspend")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
 
 /// The replica count recorded by a quiesce, if any.
 pub fn recorded_replicas(r: &ObjectRef, obj: &Value) -> Result<Option<i64>, TransformError> {
     annotation(obj, labels::ORIGINAL_REPLICAS)
         .map(|v| {
-            v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| TransformError::InvalidAnnotation {
-                object: r.clone(),
-                key: labels::ORIGINAL_REPLICAS,
-                value: v.to_owned(),
-                problem: "is not a replica count (a whole number >= 0)",
+            v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                TransformError::InvalidAnnotation {
+                    object: Box::new(r.clone()),
+                    key: labels::ORIGINAL_REPLICAS,
+                    value: v.to_owned(),
+                    problem: "is not a replica count (a whole number >= 0)",
+                }
             })
         })
         .transpose()
@@ -57,7 +63,7 @@ pub fn recorded_suspend(r: &ObjectRef, obj: &Value) -> Result<Option<bool>, Tran
             "true" => Ok(true),
             "false" => Ok(false),
             _ => Err(TransformError::InvalidAnnotation {
-                object: r.clone(),
+                object: Box::new(r.clone()),
                 key: labels::ORIGINAL_SUSPEND,
                 value: v.to_owned(),
                 problem: "is not \"true\" or \"false\"",
@@ -118,7 +124,9 @@ pub fn restore_patch(r: &ObjectRef, obj: &Value) -> Result<Option<Value>, Transf
 /// reclaim policy `Retain`, to be applied before anything is deleted.
 /// `None` when it already retains.
 pub fn retain_volume_patch(pv: &Value) -> Option<Value> {
-    let policy = pv.pointer("/spec/persistentVolumeReclaimPolicy").and_then(Value::as_str);
+    let policy = pv
+        .pointer("/spec/persistentVolumeReclaimPolicy")
+        .and_then(Value::as_str);
     (policy != Some("Retain")).then(|| json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}}))
 }
 
@@ -153,7 +161,11 @@ mod tests {
         restore(&mut d);
         assert_eq!(d["spec"]["replicas"], 3);
         assert_eq!(annotation(&d, labels::ORIGINAL_REPLICAS), None);
-        assert_eq!(restore_patch(&r, &d).unwrap(), None, "nothing left to restore");
+        assert_eq!(
+            restore_patch(&r, &d).unwrap(),
+            None,
+            "nothing left to restore"
+        );
     }
 
     #[test]
@@ -161,7 +173,11 @@ mod tests {
         let mut s = json!({"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"db"},"spec":{"replicas":5}});
         let r = rf(&s);
         quiesce(&mut s);
-        assert_eq!(quiesce_patch(&r, &s).unwrap(), None, "second quiesce is a no-op");
+        assert_eq!(
+            quiesce_patch(&r, &s).unwrap(),
+            None,
+            "second quiesce is a no-op"
+        );
         // Even a patch computed from a stale read (before the first applied) keeps 5.
         let stale = json!({"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"db"},"spec":{"replicas":5}});
         apply(&mut s, quiesce_patch(&r, &stale).unwrap());
@@ -179,7 +195,8 @@ mod tests {
 
     #[test]
     fn replicas_default_to_one() {
-        let d = json!({"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{"name":"rs"},"spec":{}});
+        let d =
+            json!({"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{"name":"rs"},"spec":{}});
         let p = quiesce_patch(&rf(&d), &d).unwrap().unwrap();
         assert_eq!(p["metadata"]["annotations"][labels::ORIGINAL_REPLICAS], "1");
     }
@@ -200,7 +217,10 @@ mod tests {
         quiesce(&mut already);
         assert_eq!(annotation(&already, labels::ORIGINAL_SUSPEND), Some("true"));
         restore(&mut already);
-        assert_eq!(already["spec"]["suspend"], true, "a CronJob suspended before stays suspended");
+        assert_eq!(
+            already["spec"]["suspend"], true,
+            "a CronJob suspended before stays suspended"
+        );
     }
 
     #[test]
@@ -215,15 +235,32 @@ mod tests {
         let d = json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"shop","annotations":{"ferry.dev/original-replicas":"three"}},"spec":{"replicas":0}});
         let err = restore_patch(&rf(&d), &d).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("shop/web") && msg.contains("ferry.dev/original-replicas") && msg.contains("\"three\""), "{msg}");
+        assert!(
+            msg.contains("shop/web")
+                && msg.contains("ferry.dev/original-replicas")
+                && msg.contains("\"three\""),
+            "{msg}"
+        );
         let c = json!({"apiVersion":"batch/v1","kind":"CronJob","metadata":{"name":"c","annotations":{"ferry.dev/original-suspend":"yes"}}});
-        assert!(matches!(quiesce_patch(&rf(&c), &c), Err(TransformError::InvalidAnnotation { key: labels::ORIGINAL_SUSPEND, .. })));
+        assert!(matches!(
+            quiesce_patch(&rf(&c), &c),
+            Err(TransformError::InvalidAnnotation {
+                key: labels::ORIGINAL_SUSPEND,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn retain_patch_only_when_needed() {
         let pv = json!({"spec":{"persistentVolumeReclaimPolicy":"Delete"}});
-        assert_eq!(retain_volume_patch(&pv), Some(json!({"spec":{"persistentVolumeReclaimPolicy":"Retain"}})));
-        assert_eq!(retain_volume_patch(&json!({"spec":{"persistentVolumeReclaimPolicy":"Retain"}})), None);
+        assert_eq!(
+            retain_volume_patch(&pv),
+            Some(json!({"spec":{"persistentVolumeReclaimPolicy":"Retain"}}))
+        );
+        assert_eq!(
+            retain_volume_patch(&json!({"spec":{"persistentVolumeReclaimPolicy":"Retain"}})),
+            None
+        );
     }
 }

@@ -26,7 +26,7 @@ pub enum TransformError {
     )]
     InvalidQuantity {
         /// Object holding the quantity.
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         /// JSON path of the quantity.
         field: String,
         /// The text found.
@@ -41,7 +41,7 @@ pub enum TransformError {
     )]
     InvalidAnnotation {
         /// Object carrying the annotation.
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         /// Annotation key.
         key: &'static str,
         /// Its value.

@@ -77,9 +77,16 @@ impl TransformContext {
     /// Checks the values that end up in labels or names, so a bad context fails
     /// here with its field named instead of at apply time on the destination.
     pub fn validate(&self) -> Result<(), TransformError> {
-        for (field, value) in [("migration_id", &self.migration_id), ("source_cluster", &self.source_cluster)] {
+        for (field, value) in [
+            ("migration_id", &self.migration_id),
+            ("source_cluster", &self.source_cluster),
+        ] {
             if let Err(problem) = check_label_value(value) {
-                return Err(TransformError::InvalidContext { field, value: value.clone(), problem });
+                return Err(TransformError::InvalidContext {
+                    field,
+                    value: value.clone(),
+                    problem,
+                });
             }
         }
         if self.placement_commit.is_empty() {
@@ -92,7 +99,11 @@ impl TransformContext {
         if let Some((old, new)) = &self.rename {
             for (field, value) in [("rename.old", old), ("rename.new", new)] {
                 if let Err(problem) = check_dns_label(value) {
-                    return Err(TransformError::InvalidContext { field, value: value.clone(), problem });
+                    return Err(TransformError::InvalidContext {
+                        field,
+                        value: value.clone(),
+                        problem,
+                    });
                 }
             }
         }
@@ -103,9 +114,16 @@ impl TransformContext {
 fn check_label_value(v: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     if v.is_empty() {
-        return Err("is empty; it is written into a label, use 1-63 letters, digits, '-', '_' or '.'".into());
+        return Err(
+            "is empty; it is written into a label, use 1-63 letters, digits, '-', '_' or '.'"
+                .into(),
+        );
     }
-    if v.len() > 63 || !v.chars().all(ok_char) || !v.starts_with(|c: char| c.is_ascii_alphanumeric()) || !v.ends_with(|c: char| c.is_ascii_alphanumeric()) {
+    if v.len() > 63
+        || !v.chars().all(ok_char)
+        || !v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !v.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
         return Err("is not a valid label value: use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit".into());
     }
     Ok(())
@@ -114,14 +132,20 @@ fn check_label_value(v: &str) -> Result<(), String> {
 fn check_dns_label(v: &str) -> Result<(), String> {
     let ok = !v.is_empty()
         && v.len() <= 63
-        && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !v.starts_with('-')
         && !v.ends_with('-');
-    if ok { Ok(()) } else { Err("is not a namespace name: use 1-63 lowercase letters, digits or '-', not starting or ending with '-'".into()) }
+    if ok {
+        Ok(())
+    } else {
+        Err("is not a namespace name: use 1-63 lowercase letters, digits or '-', not starting or ending with '-'".into())
+    }
 }
 
 /// A patch for an object the destination creates by itself (the `default` ServiceAccount).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MergePatch {
     /// The object to patch on the destination.
     pub target: ObjectRef,
@@ -131,6 +155,7 @@ pub struct MergePatch {
 
 /// Result of transforming one namespace.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TransformOutput {
     /// Objects to apply, in apply order.
     pub apply: Vec<Value>,
@@ -143,7 +168,10 @@ pub struct TransformOutput {
 }
 
 /// Transforms the exported objects of one namespace into what to apply on the destination.
-pub fn transform_namespace(objects: Vec<Value>, ctx: &TransformContext) -> Result<TransformOutput, TransformError> {
+pub fn transform_namespace(
+    objects: Vec<Value>,
+    ctx: &TransformContext,
+) -> Result<TransformOutput, TransformError> {
     ctx.validate()?;
     let sel = select::select(objects, ctx.volume_mode)?;
     let mut apply = Vec::with_capacity(sel.keep.len());
@@ -162,10 +190,18 @@ pub fn transform_namespace(objects: Vec<Value>, ctx: &TransformContext) -> Resul
                     *ns = new.clone();
                 }
             }
-            Some(MergePatch { target, patch: rewrite::default_service_account_patch(sa)? })
+            Some(MergePatch {
+                target,
+                patch: rewrite::default_service_account_patch(sa)?,
+            })
         })
         .into_iter()
         .collect();
     let requirements = requirements::requirements(&apply)?;
-    Ok(TransformOutput { apply, left_behind: sel.left_behind, merge_patches, requirements })
+    Ok(TransformOutput {
+        apply,
+        left_behind: sel.left_behind,
+        merge_patches,
+        requirements,
+    })
 }

@@ -11,6 +11,7 @@ use super::error::TransformError;
 
 /// Names one exported object.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ObjectRef {
     /// `group/version`, or `version` for the core group.
     pub api_version: String,
@@ -25,17 +26,22 @@ pub struct ObjectRef {
 impl ObjectRef {
     /// Reads the identity of an object; `index` is its position in the export, for errors.
     pub fn of(obj: &Value, index: usize) -> Result<Self, TransformError> {
-        let field_str = |field: &'static str, v: Option<&Value>| -> Result<String, TransformError> {
-            match v {
-                Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-                Some(other) => Err(TransformError::MalformedObject {
-                    index,
-                    field,
-                    problem: format!("must be a non-empty string, found {other}"),
-                }),
-                None => Err(TransformError::MalformedObject { index, field, problem: "is missing".into() }),
-            }
-        };
+        let field_str =
+            |field: &'static str, v: Option<&Value>| -> Result<String, TransformError> {
+                match v {
+                    Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+                    Some(other) => Err(TransformError::MalformedObject {
+                        index,
+                        field,
+                        problem: format!("must be a non-empty string, found {other}"),
+                    }),
+                    None => Err(TransformError::MalformedObject {
+                        index,
+                        field,
+                        problem: "is missing".into(),
+                    }),
+                }
+            };
         if !obj.is_object() {
             return Err(TransformError::MalformedObject {
                 index,
@@ -46,7 +52,11 @@ impl ObjectRef {
         Ok(ObjectRef {
             api_version: field_str("apiVersion", obj.get("apiVersion"))?,
             kind: field_str("kind", obj.get("kind"))?,
-            namespace: obj.pointer("/metadata/namespace").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
+            namespace: obj
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
             name: field_str("metadata.name", obj.pointer("/metadata/name"))?,
         })
     }
@@ -109,7 +119,11 @@ pub fn ensure_object<'a>(v: &'a mut Value, path: &[&str]) -> &'a mut Map<String,
         if !cur.is_object() {
             *cur = Value::Object(Map::new());
         }
-        cur = cur.as_object_mut().expect("just made an object").entry(*key).or_insert_with(|| Value::Object(Map::new()));
+        cur = cur
+            .as_object_mut()
+            .expect("just made an object")
+            .entry(*key)
+            .or_insert_with(|| Value::Object(Map::new()));
     }
     if !cur.is_object() {
         *cur = Value::Object(Map::new());
@@ -142,12 +156,14 @@ pub fn remove_at(v: &mut Value, path: &[&str], key: &str) -> Option<Value> {
 
 /// Sets a label.
 pub fn set_label(obj: &mut Value, key: &str, value: &str) {
-    ensure_object(obj, &["metadata", "labels"]).insert(key.to_owned(), Value::String(value.to_owned()));
+    ensure_object(obj, &["metadata", "labels"])
+        .insert(key.to_owned(), Value::String(value.to_owned()));
 }
 
 /// Sets an annotation.
 pub fn set_annotation(obj: &mut Value, key: &str, value: &str) {
-    ensure_object(obj, &["metadata", "annotations"]).insert(key.to_owned(), Value::String(value.to_owned()));
+    ensure_object(obj, &["metadata", "annotations"])
+        .insert(key.to_owned(), Value::String(value.to_owned()));
 }
 
 /// Removes an annotation (and an emptied annotations map).
@@ -175,23 +191,43 @@ mod tests {
         assert_eq!(r.group(), "apps");
         assert!(r.is("apps", "Deployment"));
         assert_eq!(r.to_string(), "apps/v1 Deployment shop/web");
-        let core = ObjectRef::of(&json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop"}}), 0).unwrap();
+        let core = ObjectRef::of(
+            &json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"shop"}}),
+            0,
+        )
+        .unwrap();
         assert_eq!(core.group(), "");
         assert_eq!(core.namespace, None);
     }
 
     #[test]
     fn object_ref_names_the_missing_field() {
-        let err = ObjectRef::of(&json!({"apiVersion":"v1","kind":"Pod","metadata":{}}), 7).unwrap_err();
+        let err =
+            ObjectRef::of(&json!({"apiVersion":"v1","kind":"Pod","metadata":{}}), 7).unwrap_err();
         assert_eq!(
             err,
-            TransformError::MalformedObject { index: 7, field: "metadata.name", problem: "is missing".into() }
+            TransformError::MalformedObject {
+                index: 7,
+                field: "metadata.name",
+                problem: "is missing".into()
+            }
         );
         assert!(err.to_string().contains("#7"), "{err}");
-        let err = ObjectRef::of(&json!({"apiVersion":"v1","kind":3,"metadata":{"name":"a"}}), 0).unwrap_err();
-        assert!(matches!(err, TransformError::MalformedObject { field: "kind", .. }));
+        let err = ObjectRef::of(
+            &json!({"apiVersion":"v1","kind":3,"metadata":{"name":"a"}}),
+            0,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            TransformError::MalformedObject { field: "kind", .. }
+        ));
         let err = ObjectRef::of(&json!([1]), 2).unwrap_err();
-        assert!(err.to_string().contains("must be a JSON object, found an array"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("must be a JSON object, found an array"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -33,8 +33,15 @@ fn key(o: &Value) -> (usize, &str, &str, &str, &str) {
     let s = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or("");
     let group = group_of(s("/apiVersion"));
     let kind = s("/kind");
-    let rank = APPLY_ORDER.iter().position(|(g, k)| *g == group && *k == kind).unwrap_or(APPLY_ORDER.len());
-    let (g, k) = if rank == APPLY_ORDER.len() { (group, kind) } else { ("", "") };
+    let rank = APPLY_ORDER
+        .iter()
+        .position(|(g, k)| *g == group && *k == kind)
+        .unwrap_or(APPLY_ORDER.len());
+    let (g, k) = if rank == APPLY_ORDER.len() {
+        (group, kind)
+    } else {
+        ("", "")
+    };
     (rank, g, k, s("/metadata/namespace"), s("/metadata/name"))
 }
 
@@ -61,7 +68,15 @@ mod tests {
         json!({"apiVersion": api, "kind": kind, "metadata": {"name": name, "namespace": "ns"}})
     }
     fn names(v: &[Value]) -> Vec<String> {
-        v.iter().map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap())).collect()
+        v.iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect()
     }
 
     #[test]
@@ -85,7 +100,11 @@ mod tests {
             obj("v1", "PersistentVolume", "pv"),
             obj("storage.k8s.io/v1", "StorageClass", "fast"),
             obj("v1", "Namespace", "ns"),
-            obj("apiextensions.k8s.io/v1", "CustomResourceDefinition", "widgets.example.com"),
+            obj(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                "widgets.example.com",
+            ),
             obj("apps/v1", "Deployment", "api"),
         ];
         sort_for_apply(&mut v);

@@ -51,7 +51,9 @@ impl Quantity {
             b'+' => (false, &s[1..]),
             _ => (false, s),
         };
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let (number, suffix) = rest.split_at(num_len);
         let (int_part, frac_part) = match number.split_once('.') {
             Some((i, f)) if !f.contains('.') => (i, f),
@@ -72,7 +74,12 @@ impl Quantity {
         }
         let frac_len = i32::try_from(frac_part.len()).map_err(|_| QuantityError::Overflow)?;
         let (suffix_exp10, exp2) = parse_suffix(suffix)?;
-        Ok(Quantity { negative: negative && mantissa != 0, mantissa, exp10: suffix_exp10 - frac_len, exp2 })
+        Ok(Quantity {
+            negative: negative && mantissa != 0,
+            mantissa,
+            exp10: suffix_exp10 - frac_len,
+            exp2,
+        })
     }
 
     /// Parses a JSON quantity: a string, or a number (YAML `cpu: 0.5` arrives as one).
@@ -89,11 +96,22 @@ impl Quantity {
 
     /// Value × 10^scale, rounded up (towards +∞), as Go's `ScaledValue` does.
     pub fn scaled_ceil(&self, scale: i32) -> Result<i128, QuantityError> {
-        let base = self.mantissa.checked_mul(1u128.checked_shl(self.exp2).ok_or(QuantityError::Overflow)?).ok_or(QuantityError::Overflow)?;
+        let base = self
+            .mantissa
+            .checked_mul(
+                1u128
+                    .checked_shl(self.exp2)
+                    .ok_or(QuantityError::Overflow)?,
+            )
+            .ok_or(QuantityError::Overflow)?;
         let e = self.exp10 + scale;
         let magnitude = if e >= 0 {
             let factor = 10u128.checked_pow(e as u32).ok_or(QuantityError::Overflow);
-            if base == 0 { 0 } else { base.checked_mul(factor?).ok_or(QuantityError::Overflow)? }
+            if base == 0 {
+                0
+            } else {
+                base.checked_mul(factor?).ok_or(QuantityError::Overflow)?
+            }
         } else {
             let (q, r) = match 10u128.checked_pow((-e) as u32) {
                 Some(d) => (base / d, base % d),
@@ -206,16 +224,35 @@ mod tests {
         assert_eq!(bytes("1G"), 1_000_000_000);
         assert_eq!(bytes("2Ti"), 2 << 40);
         assert_eq!(bytes("1Ei"), 1 << 60);
-        assert_eq!(bytes("1E"), 1_000_000_000_000_000_000, "bare E is exa, not an exponent");
+        assert_eq!(
+            bytes("1E"),
+            1_000_000_000_000_000_000,
+            "bare E is exa, not an exponent"
+        );
         assert_eq!(bytes("1e0"), 1);
         assert_eq!(bytes("12e+2"), 1200);
     }
 
     #[test]
     fn json_numbers_are_quantities() {
-        assert_eq!(Quantity::from_json(&serde_json::json!(0.5)).unwrap().millis().unwrap(), 500);
-        assert_eq!(Quantity::from_json(&serde_json::json!(2)).unwrap().value().unwrap(), 2);
-        assert_eq!(Quantity::from_json(&serde_json::json!(null)), Err(QuantityError::NotAString("null")));
+        assert_eq!(
+            Quantity::from_json(&serde_json::json!(0.5))
+                .unwrap()
+                .millis()
+                .unwrap(),
+            500
+        );
+        assert_eq!(
+            Quantity::from_json(&serde_json::json!(2))
+                .unwrap()
+                .value()
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            Quantity::from_json(&serde_json::json!(null)),
+            Err(QuantityError::NotAString("null"))
+        );
     }
 
     #[test]
@@ -223,15 +260,40 @@ mod tests {
         assert_eq!(Quantity::parse(""), Err(QuantityError::Empty));
         assert_eq!(Quantity::parse("Gi"), Err(QuantityError::NoDigits));
         assert_eq!(Quantity::parse("."), Err(QuantityError::NoDigits));
-        assert_eq!(Quantity::parse("1K"), Err(QuantityError::UnknownSuffix("K".into())), "kilo is lowercase k");
-        assert_eq!(Quantity::parse("1KiB"), Err(QuantityError::UnknownSuffix("KiB".into())));
-        assert_eq!(Quantity::parse("1 Gi"), Err(QuantityError::UnknownSuffix(" Gi".into())));
-        assert_eq!(Quantity::parse("1e"), Err(QuantityError::UnknownSuffix("e".into())));
-        assert_eq!(Quantity::parse("1e+"), Err(QuantityError::UnknownSuffix("e+".into())));
-        assert_eq!(Quantity::parse("1.2.3"), Err(QuantityError::UnknownSuffix("1.2.3".into())));
+        assert_eq!(
+            Quantity::parse("1K"),
+            Err(QuantityError::UnknownSuffix("K".into())),
+            "kilo is lowercase k"
+        );
+        assert_eq!(
+            Quantity::parse("1KiB"),
+            Err(QuantityError::UnknownSuffix("KiB".into()))
+        );
+        assert_eq!(
+            Quantity::parse("1 Gi"),
+            Err(QuantityError::UnknownSuffix(" Gi".into()))
+        );
+        assert_eq!(
+            Quantity::parse("1e"),
+            Err(QuantityError::UnknownSuffix("e".into()))
+        );
+        assert_eq!(
+            Quantity::parse("1e+"),
+            Err(QuantityError::UnknownSuffix("e+".into()))
+        );
+        assert_eq!(
+            Quantity::parse("1.2.3"),
+            Err(QuantityError::UnknownSuffix("1.2.3".into()))
+        );
         assert_eq!(Quantity::parse("1e5000"), Err(QuantityError::Overflow));
-        assert_eq!(Quantity::parse("1e40").unwrap().value(), Err(QuantityError::Overflow));
-        assert_eq!(Quantity::parse("999999999999999999999999999999999999999999"), Err(QuantityError::Overflow));
+        assert_eq!(
+            Quantity::parse("1e40").unwrap().value(),
+            Err(QuantityError::Overflow)
+        );
+        assert_eq!(
+            Quantity::parse("999999999999999999999999999999999999999999"),
+            Err(QuantityError::Overflow)
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub const NO_CLASS: &str = "";
 
 /// A kind served by a CustomResourceDefinition.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct GroupKind {
     /// API group.
     pub group: String,
@@ -27,6 +28,7 @@ pub struct GroupKind {
 
 /// A node port a Service pins.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NodePortUse {
     /// The port on every node.
     pub node_port: i64,
@@ -38,6 +40,7 @@ pub struct NodePortUse {
 
 /// Everything a namespace needs from its destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Requirements {
     /// StorageClasses named by claims and claim templates.
     pub storage_classes: BTreeSet<String>,
@@ -91,21 +94,44 @@ const BUILTIN_GROUPS: &[&str] = &[
 /// transformed (replica counts recorded by quiesce count, not the 0 in `spec`).
 pub fn requirements(objects: &[Value]) -> Result<Requirements, TransformError> {
     let mut req = Requirements::default();
-    let refs = objects.iter().enumerate().map(|(i, o)| ObjectRef::of(o, i)).collect::<Result<Vec<_>, _>>()?;
-    let claim_names: BTreeSet<&str> =
-        refs.iter().filter(|r| r.is("", "PersistentVolumeClaim")).map(|r| r.name.as_str()).collect();
+    let refs = objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ObjectRef::of(o, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let claim_names: BTreeSet<&str> = refs
+        .iter()
+        .filter(|r| r.is("", "PersistentVolumeClaim"))
+        .map(|r| r.name.as_str())
+        .collect();
     for (r, o) in refs.iter().zip(objects) {
         let group = r.group();
         if !BUILTIN_GROUPS.contains(&group) {
-            req.custom_resources.insert(GroupKind { group: group.to_owned(), kind: r.kind.clone() });
+            req.custom_resources.insert(GroupKind {
+                group: group.to_owned(),
+                kind: r.kind.clone(),
+            });
         }
         match (group, r.kind.as_str()) {
             ("", "PersistentVolumeClaim") => add_claim(&mut req, r, o, "spec", 1)?,
             ("", "Service") => {
-                for p in o.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+                for p in o
+                    .pointer("/spec/ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(node_port) = p.get("nodePort").and_then(Value::as_i64) {
-                        let protocol = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_owned();
-                        req.node_ports.push(NodePortUse { node_port, protocol, service: r.name.clone() });
+                        let protocol = p
+                            .get("protocol")
+                            .and_then(Value::as_str)
+                            .unwrap_or("TCP")
+                            .to_owned();
+                        req.node_ports.push(NodePortUse {
+                            node_port,
+                            protocol,
+                            service: r.name.clone(),
+                        });
                     }
                 }
             }
@@ -115,7 +141,10 @@ pub fn requirements(objects: &[Value]) -> Result<Requirements, TransformError> {
                 req.ingress_classes.extend(class.map(str::to_owned));
             }
             ("", "Pod") => {
-                let done = matches!(o.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+                let done = matches!(
+                    o.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Succeeded" | "Failed")
+                );
                 add_pod(&mut req, r, o, "spec", if done { 0 } else { 1 })?;
             }
             ("apps", "Deployment" | "ReplicaSet") => {
@@ -129,12 +158,21 @@ pub fn requirements(objects: &[Value]) -> Result<Requirements, TransformError> {
             }
             ("apps", "DaemonSet") => add_pod(&mut req, r, o, "spec.template.spec", 0)?,
             ("batch", "Job") => {
-                let suspended = recorded_suspend(r, o)?
-                    .unwrap_or_else(|| o.pointer("/spec/suspend").and_then(Value::as_bool).unwrap_or(false));
-                let n = if suspended || finished_condition(o).is_some() { 0 } else { job_parallel_pods(o) };
+                let suspended = recorded_suspend(r, o)?.unwrap_or_else(|| {
+                    o.pointer("/spec/suspend")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                });
+                let n = if suspended || finished_condition(o).is_some() {
+                    0
+                } else {
+                    job_parallel_pods(o)
+                };
                 add_pod(&mut req, r, o, "spec.template.spec", n)?;
             }
-            ("batch", "CronJob") => add_pod(&mut req, r, o, "spec.jobTemplate.spec.template.spec", 0)?,
+            ("batch", "CronJob") => {
+                add_pod(&mut req, r, o, "spec.jobTemplate.spec.template.spec", 0)?
+            }
             _ => {}
         }
     }
@@ -143,15 +181,23 @@ pub fn requirements(objects: &[Value]) -> Result<Requirements, TransformError> {
 }
 
 fn replicas(o: &Value) -> i64 {
-    o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
+    o.pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
 }
 
 /// Pods a Job runs at once: its parallelism, capped by the completions still missing.
 fn job_parallel_pods(o: &Value) -> i64 {
-    let parallelism = o.pointer("/spec/parallelism").and_then(Value::as_i64).unwrap_or(1);
+    let parallelism = o
+        .pointer("/spec/parallelism")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
     match o.pointer("/spec/completions").and_then(Value::as_i64) {
         Some(c) => {
-            let succeeded = o.pointer("/status/succeeded").and_then(Value::as_i64).unwrap_or(0);
+            let succeeded = o
+                .pointer("/status/succeeded")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             parallelism.min((c - succeeded).max(0))
         }
         None => parallelism,
@@ -164,7 +210,7 @@ fn pointer_of(dotted: &str) -> String {
 
 fn quantity(r: &ObjectRef, v: &Value, field: String, millis: bool) -> Result<i128, TransformError> {
     let err = |source| TransformError::InvalidQuantity {
-        object: r.clone(),
+        object: Box::new(r.clone()),
         field: field.clone(),
         value: v.as_str().map_or_else(|| v.to_string(), str::to_owned),
         source,
@@ -173,10 +219,19 @@ fn quantity(r: &ObjectRef, v: &Value, field: String, millis: bool) -> Result<i12
     if millis { q.millis() } else { q.value() }.map_err(err)
 }
 
-fn add_claim(req: &mut Requirements, r: &ObjectRef, o: &Value, at: &str, count: i64) -> Result<(), TransformError> {
+fn add_claim(
+    req: &mut Requirements,
+    r: &ObjectRef,
+    o: &Value,
+    at: &str,
+    count: i64,
+) -> Result<(), TransformError> {
     let spec = o.pointer(&pointer_of(at));
     let class = annotation(o, "volume.beta.kubernetes.io/storage-class")
-        .or_else(|| spec.and_then(|s| s.get("storageClassName")).and_then(Value::as_str))
+        .or_else(|| {
+            spec.and_then(|s| s.get("storageClassName"))
+                .and_then(Value::as_str)
+        })
         .unwrap_or(NO_CLASS);
     if !class.is_empty() {
         req.storage_classes.insert(class.to_owned());
@@ -197,16 +252,35 @@ fn add_claim_templates(
     replicas: i64,
     claims: &BTreeSet<&str>,
 ) -> Result<(), TransformError> {
-    let start = o.pointer("/spec/ordinals/start").and_then(Value::as_i64).unwrap_or(0);
-    for (i, t) in o.pointer("/spec/volumeClaimTemplates").and_then(Value::as_array).into_iter().flatten().enumerate() {
-        let tmpl = t.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-        let missing = (start..start + replicas).filter(|ord| !claims.contains(format!("{tmpl}-{}-{ord}", r.name).as_str())).count();
+    let start = o
+        .pointer("/spec/ordinals/start")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    for (i, t) in o
+        .pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let tmpl = t
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let missing = (start..start + replicas)
+            .filter(|ord| !claims.contains(format!("{tmpl}-{}-{ord}", r.name).as_str()))
+            .count();
         let missing = i64::try_from(missing).unwrap_or(i64::MAX);
         // Wrap the template so add_claim reads it like a claim.
         let as_claim = serde_json::json!({"metadata": t.get("metadata"), "spec": t.get("spec")});
         let mut sub = Requirements::default();
         add_claim(&mut sub, r, &as_claim, "spec", missing).map_err(|e| match e {
-            TransformError::InvalidQuantity { object, value, source, .. } => TransformError::InvalidQuantity {
+            TransformError::InvalidQuantity {
+                object,
+                value,
+                source,
+                ..
+            } => TransformError::InvalidQuantity {
                 object,
                 field: format!("spec.volumeClaimTemplates[{i}].spec.resources.requests.storage"),
                 value,
@@ -223,10 +297,26 @@ fn add_claim_templates(
 }
 
 /// Adds a pod spec's class references and `count` times its effective requests.
-fn add_pod(req: &mut Requirements, r: &ObjectRef, o: &Value, at: &str, count: i64) -> Result<(), TransformError> {
-    let Some(spec) = o.pointer(&pointer_of(at)) else { return Ok(()) };
-    req.priority_classes.extend(spec.get("priorityClassName").and_then(Value::as_str).map(str::to_owned));
-    req.runtime_classes.extend(spec.get("runtimeClassName").and_then(Value::as_str).map(str::to_owned));
+fn add_pod(
+    req: &mut Requirements,
+    r: &ObjectRef,
+    o: &Value,
+    at: &str,
+    count: i64,
+) -> Result<(), TransformError> {
+    let Some(spec) = o.pointer(&pointer_of(at)) else {
+        return Ok(());
+    };
+    req.priority_classes.extend(
+        spec.get("priorityClassName")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    );
+    req.runtime_classes.extend(
+        spec.get("runtimeClassName")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    );
     if count > 0 {
         req.cpu_millis += effective_request(r, spec, at, "cpu", true)? * i128::from(count);
         req.memory_bytes += effective_request(r, spec, at, "memory", false)? * i128::from(count);
@@ -238,16 +328,36 @@ fn add_pod(req: &mut Requirements, r: &ObjectRef, o: &Value, at: &str, count: i6
 /// (with sidecars) and the busiest init step, plus overhead; pod-level requests
 /// replace the container sum when set. A container with a limit but no request
 /// requests its limit (API defaulting does that when the pod is created).
-pub fn effective_request(r: &ObjectRef, spec: &Value, at: &str, res: &str, millis: bool) -> Result<i128, TransformError> {
+pub fn effective_request(
+    r: &ObjectRef,
+    spec: &Value,
+    at: &str,
+    res: &str,
+    millis: bool,
+) -> Result<i128, TransformError> {
     let container = |c: &Value, list: &str, i: usize| -> Result<i128, TransformError> {
         for kind in ["requests", "limits"] {
-            if let Some(v) = c.get("resources").and_then(|x| x.get(kind)).and_then(|x| x.get(res)) {
-                return quantity(r, v, format!("{at}.{list}[{i}].resources.{kind}.{res}"), millis);
+            if let Some(v) = c
+                .get("resources")
+                .and_then(|x| x.get(kind))
+                .and_then(|x| x.get(res))
+            {
+                return quantity(
+                    r,
+                    v,
+                    format!("{at}.{list}[{i}].resources.{kind}.{res}"),
+                    millis,
+                );
             }
         }
         Ok(0)
     };
-    let list = |name: &str| spec.get(name).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let list = |name: &str| {
+        spec.get(name)
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
     let mut sidecars = 0;
     let mut init_peak = 0;
     for (i, c) in list("initContainers").iter().enumerate() {

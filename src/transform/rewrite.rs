@@ -8,7 +8,10 @@ use serde_json::{Map, Value, json};
 
 use super::cutover::quiesce_patch;
 use super::error::TransformError;
-use super::object::{ObjectRef, annotation, ensure_object, object_at_mut, remove_annotation, remove_at, set_annotation, set_label};
+use super::object::{
+    ObjectRef, annotation, ensure_object, object_at_mut, remove_annotation, remove_at,
+    set_annotation, set_label,
+};
 use super::{TransformContext, VolumeMode};
 use crate::labels;
 
@@ -39,8 +42,12 @@ pub const PVC_BIND_ANNOTATIONS: &[&str] = &[
 ];
 
 /// Pod template labels the Job controller adds when it generates the selector.
-pub const JOB_GENERATED_LABELS: &[&str] =
-    &["controller-uid", "batch.kubernetes.io/controller-uid", "job-name", "batch.kubernetes.io/job-name"];
+pub const JOB_GENERATED_LABELS: &[&str] = &[
+    "controller-uid",
+    "batch.kubernetes.io/controller-uid",
+    "job-name",
+    "batch.kubernetes.io/job-name",
+];
 
 /// Label the API server puts on every Namespace, and the one NetworkPolicies select namespaces by.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -53,7 +60,11 @@ pub type PortKey = (i64, String);
 
 fn port_key(p: &Value) -> Option<PortKey> {
     let port = p.get("port")?.as_i64()?;
-    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP").to_owned();
+    let proto = p
+        .get("protocol")
+        .and_then(Value::as_str)
+        .unwrap_or("TCP")
+        .to_owned();
     Some((port, proto))
 }
 
@@ -62,19 +73,42 @@ fn port_key(p: &Value) -> Option<PortKey> {
 /// no owner). `None` when the object carries neither record, so nothing can be
 /// told apart — then ports are kept, which makes re-transforming an output a no-op.
 pub fn chosen_node_ports(obj: &Value) -> Option<BTreeSet<PortKey>> {
-    let last_applied = annotation(obj, LAST_APPLIED).and_then(|s| serde_json::from_str::<Value>(s).ok());
-    let managed = obj.pointer("/metadata/managedFields").and_then(Value::as_array).filter(|m| !m.is_empty());
+    let last_applied =
+        annotation(obj, LAST_APPLIED).and_then(|s| serde_json::from_str::<Value>(s).ok());
+    let managed = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty());
     if last_applied.is_none() && managed.is_none() {
         return None;
     }
     let mut chosen = BTreeSet::new();
-    if let Some(ports) = last_applied.as_ref().and_then(|l| l.pointer("/spec/ports")).and_then(Value::as_array) {
-        chosen.extend(ports.iter().filter(|p| p.get("nodePort").is_some_and(|n| !n.is_null())).filter_map(port_key));
+    if let Some(ports) = last_applied
+        .as_ref()
+        .and_then(|l| l.pointer("/spec/ports"))
+        .and_then(Value::as_array)
+    {
+        chosen.extend(
+            ports
+                .iter()
+                .filter(|p| p.get("nodePort").is_some_and(|n| !n.is_null()))
+                .filter_map(port_key),
+        );
     }
     for entry in managed.into_iter().flatten() {
-        let Some(ports) = entry.pointer("/fieldsV1/f:spec/f:ports").and_then(Value::as_object) else { continue };
+        let Some(ports) = entry
+            .pointer("/fieldsV1/f:spec/f:ports")
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
         for (k, fields) in ports {
-            let Some(key) = k.strip_prefix("k:").and_then(|j| serde_json::from_str::<Value>(j).ok()) else { continue };
+            let Some(key) = k
+                .strip_prefix("k:")
+                .and_then(|j| serde_json::from_str::<Value>(j).ok())
+            else {
+                continue;
+            };
             if fields.get("f:nodePort").is_some() {
                 chosen.extend(port_key(&key));
             }
@@ -98,9 +132,19 @@ pub fn strip_common(obj: &mut Value) {
 }
 
 /// Service: addresses and ports the source allocated would collide or be wrong.
-pub fn rewrite_service(obj: &mut Value, chosen: Option<&BTreeSet<PortKey>>, keep_load_balancer_ips: bool) {
-    let Some(spec) = object_at_mut(obj, &["spec"]) else { return };
-    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_owned();
+pub fn rewrite_service(
+    obj: &mut Value,
+    chosen: Option<&BTreeSet<PortKey>>,
+    keep_load_balancer_ips: bool,
+) {
+    let Some(spec) = object_at_mut(obj, &["spec"]) else {
+        return;
+    };
+    let ty = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_owned();
     if ty == "ExternalName" {
         return;
     }
@@ -128,7 +172,9 @@ pub fn rewrite_service(obj: &mut Value, chosen: Option<&BTreeSet<PortKey>>, keep
 /// The class a new volume gets: the claim's class (or, for a claim without one,
 /// the source's default class) mapped through the storage class map.
 pub fn map_storage_class(ctx: &TransformContext, class: Option<&str>) -> Option<String> {
-    let class = class.map(str::to_owned).or_else(|| ctx.source_default_storage_class.clone())?;
+    let class = class
+        .map(str::to_owned)
+        .or_else(|| ctx.source_default_storage_class.clone())?;
     Some(ctx.storage_class_map.get(&class).cloned().unwrap_or(class))
 }
 
@@ -146,14 +192,21 @@ pub fn rewrite_pvc(obj: &mut Value, ctx: &TransformContext) {
     for f in ["volumeName", "dataSource", "dataSourceRef"] {
         remove_at(obj, &["spec"], f);
     }
-    let legacy_class = annotation(obj, "volume.beta.kubernetes.io/storage-class").map(str::to_owned);
+    let legacy_class =
+        annotation(obj, "volume.beta.kubernetes.io/storage-class").map(str::to_owned);
     if let Some(legacy) = legacy_class {
         // The beta annotation wins over the field on the API server; map it in place.
-        let mapped = ctx.storage_class_map.get(&legacy).cloned().unwrap_or(legacy);
+        let mapped = ctx
+            .storage_class_map
+            .get(&legacy)
+            .cloned()
+            .unwrap_or(legacy);
         set_annotation(obj, "volume.beta.kubernetes.io/storage-class", &mapped);
         return;
     }
-    let current = obj.pointer("/spec/storageClassName").and_then(Value::as_str);
+    let current = obj
+        .pointer("/spec/storageClassName")
+        .and_then(Value::as_str);
     if let Some(class) = map_storage_class(ctx, current) {
         ensure_object(obj, &["spec"]).insert("storageClassName".into(), Value::String(class));
     }
@@ -171,12 +224,24 @@ pub fn rewrite_pv(obj: &mut Value) {
     }
 }
 
-/// Bare Pod: let the destination schedule and admit it afresh.
-pub fn rewrite_pod(obj: &mut Value, dest_priority_classes: &BTreeSet<String>) {
-    let Some(spec) = object_at_mut(obj, &["spec"]) else { return };
+/// Bare Pod: let the destination schedule and admit it afresh. `auto_tokens`
+/// are the token Secrets left behind: volumes mounting them are dropped too.
+pub fn rewrite_pod(
+    obj: &mut Value,
+    dest_priority_classes: &BTreeSet<String>,
+    auto_tokens: &BTreeSet<String>,
+) {
+    let Some(spec) = object_at_mut(obj, &["spec"]) else {
+        return;
+    };
     // Priority admission fills these from the class and rejects a pod that carries
     // values differing from it.
-    for f in ["nodeName", "priority", "preemptionPolicy", "ephemeralContainers"] {
+    for f in [
+        "nodeName",
+        "priority",
+        "preemptionPolicy",
+        "ephemeralContainers",
+    ] {
         spec.remove(f);
     }
     if let Some(pc) = spec.get("priorityClassName").and_then(Value::as_str) {
@@ -184,28 +249,51 @@ pub fn rewrite_pod(obj: &mut Value, dest_priority_classes: &BTreeSet<String>) {
             spec.remove("priorityClassName");
         }
     }
-    // The ServiceAccount admission plugin injected a token volume named after a
-    // random suffix; it injects its own on the destination unless one is present.
+    // The ServiceAccount admission plugin injected a token volume (projected
+    // `kube-api-access-*`, or on old clusters the auto token Secret); it injects
+    // its own on the destination unless one is already mounted there.
     let injected: BTreeSet<String> = spec
         .get("volumes")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|v| v.get("projected").is_some())
+        .filter(|v| {
+            let projected = v.get("projected").is_some()
+                && v.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.starts_with("kube-api-access-"));
+            let auto_token = v
+                .pointer("/secret/secretName")
+                .and_then(Value::as_str)
+                .is_some_and(|s| auto_tokens.contains(s));
+            projected || auto_token
+        })
         .filter_map(|v| v.get("name")?.as_str())
-        .filter(|n| n.starts_with("kube-api-access-"))
         .map(str::to_owned)
         .collect();
     if injected.is_empty() {
         return;
     }
     if let Some(Value::Array(vols)) = spec.get_mut("volumes") {
-        vols.retain(|v| !v.get("name").and_then(Value::as_str).is_some_and(|n| injected.contains(n)));
+        vols.retain(|v| {
+            !v.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| injected.contains(n))
+        });
     }
     for list in ["containers", "initContainers"] {
-        for c in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             if let Some(Value::Array(mounts)) = c.get_mut("volumeMounts") {
-                mounts.retain(|m| !m.get("name").and_then(Value::as_str).is_some_and(|n| injected.contains(n)));
+                mounts.retain(|m| {
+                    !m.get("name")
+                        .and_then(Value::as_str)
+                        .is_some_and(|n| injected.contains(n))
+                });
             }
         }
     }
@@ -235,7 +323,9 @@ fn clean_template_metadata(v: &mut Value, path: &[&str]) {
 /// StatefulSet claim templates: keep their names (PVCs `<tmpl>-<sts>-<ordinal>`
 /// must line up), map their class, drop what the API server added.
 pub fn rewrite_claim_templates(obj: &mut Value, ctx: &TransformContext) {
-    let Some(Value::Array(tmpls)) = obj.pointer_mut("/spec/volumeClaimTemplates") else { return };
+    let Some(Value::Array(tmpls)) = obj.pointer_mut("/spec/volumeClaimTemplates") else {
+        return;
+    };
     for t in tmpls {
         if let Some(o) = t.as_object_mut() {
             o.remove("status");
@@ -250,8 +340,14 @@ pub fn rewrite_claim_templates(obj: &mut Value, ctx: &TransformContext) {
 
 /// ServiceAccount: forget token Secrets that are left behind.
 pub fn rewrite_service_account(obj: &mut Value, auto_tokens: &BTreeSet<String>) {
-    let Some(Value::Array(secrets)) = obj.get_mut("secrets") else { return };
-    secrets.retain(|s| !s.get("name").and_then(Value::as_str).is_some_and(|n| auto_tokens.contains(n)));
+    let Some(Value::Array(secrets)) = obj.get_mut("secrets") else {
+        return;
+    };
+    secrets.retain(|s| {
+        !s.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| auto_tokens.contains(n))
+    });
     if secrets.is_empty() {
         obj.as_object_mut().expect("has secrets").remove("secrets");
     }
@@ -267,7 +363,10 @@ pub fn rewrite_token_secret(obj: &mut Value) {
     for k in ["token", "ca.crt", "namespace"] {
         remove_at(obj, &["data"], k);
     }
-    for l in ["kubernetes.io/legacy-token-last-used", "kubernetes.io/legacy-token-invalid-since"] {
+    for l in [
+        "kubernetes.io/legacy-token-last-used",
+        "kubernetes.io/legacy-token-invalid-since",
+    ] {
         remove_at(obj, &["metadata", "labels"], l);
     }
 }
@@ -290,7 +389,12 @@ pub fn rename_namespace(r: &ObjectRef, obj: &mut Value, old: &str, new: &str) {
             }
         }
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
-            for s in obj.get_mut("subjects").and_then(Value::as_array_mut).into_iter().flatten() {
+            for s in obj
+                .get_mut("subjects")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(ns) = s.get_mut("namespace") {
                     swap(ns);
                 }
@@ -298,16 +402,36 @@ pub fn rename_namespace(r: &ObjectRef, obj: &mut Value, old: &str, new: &str) {
         }
         ("networking.k8s.io", "NetworkPolicy") => {
             for (dir, peers) in [("ingress", "from"), ("egress", "to")] {
-                let rules = obj.pointer_mut(&format!("/spec/{dir}")).and_then(Value::as_array_mut);
+                let rules = obj
+                    .pointer_mut(&format!("/spec/{dir}"))
+                    .and_then(Value::as_array_mut);
                 for rule in rules.into_iter().flatten() {
-                    for peer in rule.get_mut(peers).and_then(Value::as_array_mut).into_iter().flatten() {
-                        let Some(sel) = peer.get_mut("namespaceSelector") else { continue };
-                        if let Some(v) = sel.pointer_mut("/matchLabels/kubernetes.io~1metadata.name") {
+                    for peer in rule
+                        .get_mut(peers)
+                        .and_then(Value::as_array_mut)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let Some(sel) = peer.get_mut("namespaceSelector") else {
+                            continue;
+                        };
+                        if let Some(v) =
+                            sel.pointer_mut("/matchLabels/kubernetes.io~1metadata.name")
+                        {
                             swap(v);
                         }
-                        for e in sel.get_mut("matchExpressions").and_then(Value::as_array_mut).into_iter().flatten() {
+                        for e in sel
+                            .get_mut("matchExpressions")
+                            .and_then(Value::as_array_mut)
+                            .into_iter()
+                            .flatten()
+                        {
                             if e.get("key").and_then(Value::as_str) == Some(NAMESPACE_NAME_LABEL) {
-                                e.get_mut("values").and_then(Value::as_array_mut).into_iter().flatten().for_each(swap);
+                                e.get_mut("values")
+                                    .and_then(Value::as_array_mut)
+                                    .into_iter()
+                                    .flatten()
+                                    .for_each(swap);
                             }
                         }
                     }
@@ -344,14 +468,18 @@ pub fn transform_object(
     ctx: &TransformContext,
     auto_tokens: &BTreeSet<String>,
 ) -> Result<(), TransformError> {
-    let chosen = if r.is("", "Service") { chosen_node_ports(obj) } else { None };
+    let chosen = if r.is("", "Service") {
+        chosen_node_ports(obj)
+    } else {
+        None
+    };
     strip_common(obj);
     upgrade_api_version(r, obj);
     match (r.group(), r.kind.as_str()) {
         ("", "Service") => rewrite_service(obj, chosen.as_ref(), ctx.keep_load_balancer_ips),
         ("", "PersistentVolumeClaim") => rewrite_pvc(obj, ctx),
         ("", "PersistentVolume") => rewrite_pv(obj),
-        ("", "Pod") => rewrite_pod(obj, &ctx.dest_priority_classes),
+        ("", "Pod") => rewrite_pod(obj, &ctx.dest_priority_classes, auto_tokens),
         ("", "ServiceAccount") => rewrite_service_account(obj, auto_tokens),
         ("", "Secret") => rewrite_token_secret(obj),
         ("batch", "Job") => {

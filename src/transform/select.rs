@@ -18,7 +18,11 @@ use crate::labels;
 
 /// Why an object was not copied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "reason", rename_all = "camelCase")]
+#[serde(
+    tag = "reason",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum Reason {
     /// Events describe the source cluster's past.
     Event,
@@ -98,15 +102,26 @@ impl fmt::Display for Reason {
             Reason::AggregatedApi { group } => write!(f, "served by aggregated API {group}"),
             Reason::FerryOwn { component } => write!(f, "ferry's own {component} object"),
             Reason::Terminating => f.write_str("being deleted"),
-            Reason::ManagedEndpoints { service } => write!(f, "endpoints managed for Service {service}"),
-            Reason::ManagedEndpointSlice { manager } => write!(f, "endpoint slice managed by {manager}"),
-            Reason::ControllerOwned { owner_kind, owner_name } => write!(f, "created by {owner_kind} {owner_name}"),
+            Reason::ManagedEndpoints { service } => {
+                write!(f, "endpoints managed for Service {service}")
+            }
+            Reason::ManagedEndpointSlice { manager } => {
+                write!(f, "endpoint slice managed by {manager}")
+            }
+            Reason::ControllerOwned {
+                owner_kind,
+                owner_name,
+            } => write!(f, "created by {owner_kind} {owner_name}"),
             Reason::JobOfCronJob { cronjob } => write!(f, "job of CronJob {cronjob}"),
             Reason::CompletedPod { phase } => write!(f, "completed pod ({phase})"),
             Reason::FinishedJob { condition } => write!(f, "finished job ({condition})"),
-            Reason::AutoTokenSecret { service_account } => write!(f, "auto-created token of ServiceAccount {service_account}"),
+            Reason::AutoTokenSecret { service_account } => {
+                write!(f, "auto-created token of ServiceAccount {service_account}")
+            }
             Reason::KubeRootCa => f.write_str("kube-root-ca.crt is published by the destination"),
-            Reason::DefaultServiceAccountMerged => f.write_str("default ServiceAccount merged into the destination's"),
+            Reason::DefaultServiceAccountMerged => {
+                f.write_str("default ServiceAccount merged into the destination's")
+            }
             Reason::DuplicateVersion { kept } => write!(f, "duplicate of the {kept} copy"),
             Reason::VolumeNotReattached => f.write_str("volume data is copied to a new volume"),
         }
@@ -115,6 +130,7 @@ impl fmt::Display for Reason {
 
 /// One object left behind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LeftBehind {
     /// The object.
     pub object: ObjectRef,
@@ -136,11 +152,18 @@ pub struct Selection {
 }
 
 /// Groups whose resources are computed on read, never stored.
-const AGGREGATED_READ_ONLY: &[&str] = &["metrics.k8s.io", "custom.metrics.k8s.io", "external.metrics.k8s.io"];
+const AGGREGATED_READ_ONLY: &[&str] = &[
+    "metrics.k8s.io",
+    "custom.metrics.k8s.io",
+    "external.metrics.k8s.io",
+];
 
 /// Managers of EndpointSlices inside kube-controller-manager; both rebuild theirs
 /// on the destination (from Services, or from copied hand-made Endpoints).
-const ENDPOINTSLICE_CONTROLLERS: &[&str] = &["endpointslice-controller.k8s.io", "endpointslicemirroring-controller.k8s.io"];
+const ENDPOINTSLICE_CONTROLLERS: &[&str] = &[
+    "endpointslice-controller.k8s.io",
+    "endpointslicemirroring-controller.k8s.io",
+];
 
 /// Splits a namespace export into what to copy and what to leave behind.
 pub fn select(objects: Vec<Value>, mode: VolumeMode) -> Result<Selection, TransformError> {
@@ -157,7 +180,10 @@ pub fn select(objects: Vec<Value>, mode: VolumeMode) -> Result<Selection, Transf
         .iter()
         .filter(|(r, _)| r.is("", "Service"))
         .map(|(r, o)| {
-            let has_selector = o.pointer("/spec/selector").and_then(Value::as_object).is_some_and(|m| !m.is_empty());
+            let has_selector = o
+                .pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty());
             (r.name.as_str(), has_selector)
         })
         .collect();
@@ -183,64 +209,107 @@ pub fn select(objects: Vec<Value>, mode: VolumeMode) -> Result<Selection, Transf
     Ok(sel)
 }
 
-fn leave_behind_reason(r: &ObjectRef, o: &Value, services: &BTreeMap<&str, bool>, mode: VolumeMode) -> Option<Reason> {
+fn leave_behind_reason(
+    r: &ObjectRef,
+    o: &Value,
+    services: &BTreeMap<&str, bool>,
+    mode: VolumeMode,
+) -> Option<Reason> {
     let group = r.group();
     if let Some(component) = label(o, labels::COMPONENT) {
-        return Some(Reason::FerryOwn { component: component.to_owned() });
+        return Some(Reason::FerryOwn {
+            component: component.to_owned(),
+        });
     }
     if AGGREGATED_READ_ONLY.contains(&group) {
-        return Some(Reason::AggregatedApi { group: group.to_owned() });
+        return Some(Reason::AggregatedApi {
+            group: group.to_owned(),
+        });
     }
     match (group, r.kind.as_str()) {
         ("" | "events.k8s.io", "Event") => return Some(Reason::Event),
-        ("", "Node") | ("storage.k8s.io", "CSINode" | "VolumeAttachment") => return Some(Reason::ClusterInfrastructure),
+        ("", "Node") | ("storage.k8s.io", "CSINode" | "VolumeAttachment") => {
+            return Some(Reason::ClusterInfrastructure);
+        }
         ("coordination.k8s.io", "Lease") => return Some(Reason::Lease),
         _ => {}
     }
-    if o.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null()) {
+    if o.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+    {
         return Some(Reason::Terminating);
     }
     match (group, r.kind.as_str()) {
         ("", "ConfigMap") if r.name == "kube-root-ca.crt" => return Some(Reason::KubeRootCa),
-        ("", "ServiceAccount") if r.name == "default" => return Some(Reason::DefaultServiceAccountMerged),
+        ("", "ServiceAccount") if r.name == "default" => {
+            return Some(Reason::DefaultServiceAccountMerged);
+        }
         ("", "Endpoints") => {
             // The endpoints controller stamps this annotation on every object it writes.
-            let stamped = annotation(o, "endpoints.kubernetes.io/last-change-trigger-time").is_some();
+            let stamped =
+                annotation(o, "endpoints.kubernetes.io/last-change-trigger-time").is_some();
             if services.get(r.name.as_str()) == Some(&true) || stamped {
-                return Some(Reason::ManagedEndpoints { service: r.name.clone() });
+                return Some(Reason::ManagedEndpoints {
+                    service: r.name.clone(),
+                });
             }
         }
         ("discovery.k8s.io", "EndpointSlice") => {
-            if let Some(m) = label(o, "endpointslice.kubernetes.io/managed-by").filter(|m| ENDPOINTSLICE_CONTROLLERS.contains(m)) {
-                return Some(Reason::ManagedEndpointSlice { manager: m.to_owned() });
+            if let Some(m) = label(o, "endpointslice.kubernetes.io/managed-by")
+                .filter(|m| ENDPOINTSLICE_CONTROLLERS.contains(m))
+            {
+                return Some(Reason::ManagedEndpointSlice {
+                    manager: m.to_owned(),
+                });
             }
         }
         _ => {}
     }
     if let Some(owner) = controller_owner(o) {
-        let owner_kind = owner.get("kind").and_then(Value::as_str).unwrap_or_default();
-        let owner_name = owner.get("name").and_then(Value::as_str).unwrap_or_default();
+        let owner_kind = owner
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let owner_name = owner
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         // PVCs of volumeClaimTemplates carry the data; the StatefulSet adopts them by name.
         if !r.is("", "PersistentVolumeClaim") {
             if r.is("batch", "Job") && owner_kind == "CronJob" {
-                return Some(Reason::JobOfCronJob { cronjob: owner_name.to_owned() });
+                return Some(Reason::JobOfCronJob {
+                    cronjob: owner_name.to_owned(),
+                });
             }
-            return Some(Reason::ControllerOwned { owner_kind: owner_kind.to_owned(), owner_name: owner_name.to_owned() });
+            return Some(Reason::ControllerOwned {
+                owner_kind: owner_kind.to_owned(),
+                owner_name: owner_name.to_owned(),
+            });
         }
     }
     if r.is("", "Pod") {
-        if let Some(phase) = o.pointer("/status/phase").and_then(Value::as_str).filter(|p| matches!(*p, "Succeeded" | "Failed")) {
-            return Some(Reason::CompletedPod { phase: phase.to_owned() });
+        if let Some(phase) = o
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .filter(|p| matches!(*p, "Succeeded" | "Failed"))
+        {
+            return Some(Reason::CompletedPod {
+                phase: phase.to_owned(),
+            });
         }
     }
     if r.is("batch", "Job") {
         if let Some(condition) = finished_condition(o) {
-            return Some(Reason::FinishedJob { condition: condition.to_owned() });
+            return Some(Reason::FinishedJob {
+                condition: condition.to_owned(),
+            });
         }
     }
     if r.is("", "Secret") {
         if let Some(sa) = auto_token_owner(r, o) {
-            return Some(Reason::AutoTokenSecret { service_account: sa.to_owned() });
+            return Some(Reason::AutoTokenSecret {
+                service_account: sa.to_owned(),
+            });
         }
     }
     if r.is("", "PersistentVolume") && mode == VolumeMode::Copy {
@@ -251,10 +320,14 @@ fn leave_behind_reason(r: &ObjectRef, o: &Value, services: &BTreeMap<&str, bool>
 
 /// `Complete` or `Failed` when a Job's terminal condition is true.
 pub(crate) fn finished_condition(job: &Value) -> Option<&str> {
-    job.pointer("/status/conditions")?.as_array()?.iter().find_map(|c| {
-        let t = c.get("type")?.as_str()?;
-        (matches!(t, "Complete" | "Failed") && c.get("status")?.as_str()? == "True").then_some(t)
-    })
+    job.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find_map(|c| {
+            let t = c.get("type")?.as_str()?;
+            (matches!(t, "Complete" | "Failed") && c.get("status")?.as_str()? == "True")
+                .then_some(t)
+        })
 }
 
 /// Alphabet of apimachinery's `rand.String`, which names legacy auto tokens `<sa>-token-xxxxx`.
@@ -298,12 +371,18 @@ fn version_rank(api_version: &str) -> (bool, u8, u32, u32) {
 
 /// Keeps one copy of each uid; discovery may list a resource under two groups
 /// (e.g. `extensions` and `apps`) and the exporter may have listed both.
-fn dedupe_versions(objects: Vec<(ObjectRef, Value)>, left: &mut Vec<LeftBehind>) -> Vec<(ObjectRef, Value)> {
+fn dedupe_versions(
+    objects: Vec<(ObjectRef, Value)>,
+    left: &mut Vec<LeftBehind>,
+) -> Vec<(ObjectRef, Value)> {
     let mut best: BTreeMap<String, usize> = BTreeMap::new();
     for (i, (r, o)) in objects.iter().enumerate() {
-        let Some(uid) = o.pointer("/metadata/uid").and_then(Value::as_str) else { continue };
+        let Some(uid) = o.pointer("/metadata/uid").and_then(Value::as_str) else {
+            continue;
+        };
         match best.get(uid) {
-            Some(&j) if version_rank(&objects[j].0.api_version) >= version_rank(&r.api_version) => {}
+            Some(&j) if version_rank(&objects[j].0.api_version) >= version_rank(&r.api_version) => {
+            }
             _ => {
                 best.insert(uid.to_owned(), i);
             }
@@ -311,11 +390,16 @@ fn dedupe_versions(objects: Vec<(ObjectRef, Value)>, left: &mut Vec<LeftBehind>)
     }
     let mut kept = Vec::with_capacity(objects.len());
     for (i, (r, o)) in objects.iter().enumerate() {
-        let winner = o.pointer("/metadata/uid").and_then(Value::as_str).and_then(|u| best.get(u));
+        let winner = o
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .and_then(|u| best.get(u));
         match winner {
             Some(&j) if j != i => left.push(LeftBehind {
                 object: r.clone(),
-                reason: Reason::DuplicateVersion { kept: objects[j].0.api_version.clone() },
+                reason: Reason::DuplicateVersion {
+                    kept: objects[j].0.api_version.clone(),
+                },
             }),
             _ => kept.push(i),
         }
