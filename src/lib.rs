@@ -9,7 +9,9 @@
 //! | [`kubeconfig`] | read/write kubeconfig files and build kube clients from contexts | disk |
 //! | [`labels`]  | label/annotation keys shared by all modules                  | -  |
 //! | [`output`]  | shared CLI output helpers: tables, `-o json|yaml`               | stdout |
+//! | [`repo`]    | Git (only importer of git2): fetch, read at commit, status commits + push, signatures, watch | git, network, disk |
 pub mod dev;
 pub mod kubeconfig;
 pub mod labels;
 pub mod output;
+pub mod repo;
