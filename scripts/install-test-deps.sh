@@ -11,5 +11,12 @@ done
 [ ${#missing[@]} -eq 0 ] && { echo "test deps present: ${wanted[*]}"; exit 0; }
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
+# Installing openssh-server must not start a system sshd listening on all
+# interfaces; the tests run their own on 127.0.0.1.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+  $sudo chmod +x /usr/sbin/policy-rc.d
+  trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 $sudo apt-get install -y --no-install-recommends "${missing[@]}" \
   || { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends "${missing[@]}"; }

@@ -119,7 +119,7 @@ fn bad_input_gets_clear_errors() {
 
     let mut src = source(&fx, "c2");
     src.branch = "does-not-exist".into();
-    let err = GitRepo::open_or_clone(&src).unwrap().fetch().unwrap_err();
+    let err = GitRepo::open_or_clone(&src).unwrap_err();
     assert!(matches!(&err, RepoError::BranchMissing { branch, .. } if branch == "does-not-exist"), "{err}");
 
     let mut src = source(&fx, "c3");
