@@ -14,7 +14,7 @@ use ferry::repo::{
 use fixture::{Fixture, git_cmd, run};
 
 fn source(fx: &Fixture, cache: &str) -> RepoSource {
-    RepoSource { url: fx.url(), branch: "main".into(), auth: Auth::None, cache_dir: fx.cache(cache) }
+    RepoSource { url: fx.url(), branch: "main".into(), auth: Auth::None, cache_dir: fx.cache(cache), tls_ca_file: None }
 }
 
 fn oid(s: &str) -> Oid {

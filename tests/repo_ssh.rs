@@ -135,6 +135,7 @@ fn clone_fetch_and_push_over_ssh_with_a_deploy_key() {
             host_keys: HostKeyPolicy::AcceptNew(known_hosts.clone()),
         },
         cache_dir: fx.cache("ssh"),
+        tls_ca_file: None,
     };
     let repo = GitRepo::open_or_clone(&source).unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.log()));
     // First contact recorded the server's real host key.
@@ -176,6 +177,7 @@ fn unknown_or_changed_host_keys_and_unauthorized_keys_are_refused() {
         branch: "main".into(),
         auth: Auth::SshKey { private_key: key, passphrase: None, host_keys: known_hosts },
         cache_dir: fx.cache(cache),
+        tls_ca_file: None,
     };
 
     // Strict policy, host not listed.

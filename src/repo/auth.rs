@@ -13,7 +13,7 @@ use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
 use hmac::{Hmac, Mac};
 use sha2::Digest as _;
 
-use super::RepoError;
+use super::{RepoError, RepoSource};
 
 /// How Ferry authenticates to the remote.
 #[derive(Debug, Clone, Default)]
@@ -249,7 +249,8 @@ impl Callbacks {
         self.failure.borrow_mut().take()
     }
 
-    pub(crate) fn build<'a>(&self, url: &str, auth: &'a Auth) -> RemoteCallbacks<'a> {
+    pub(crate) fn build<'a>(&self, source: &'a RepoSource) -> RemoteCallbacks<'a> {
+        let (url, auth) = (source.url.as_str(), &source.auth);
         let mut cb = RemoteCallbacks::new();
         let redacted = redact_url(url);
         // libgit2 calls the credential callback again after a refusal; a
@@ -289,10 +290,26 @@ impl Callbacks {
         });
         let failure = self.failure.clone();
         let url_owned = url.to_string();
-        cb.certificate_check(move |cert, _host| {
+        cb.certificate_check(move |cert, host| {
+            if let (Some(x509), Some(ca_file)) = (cert.as_x509(), source.tls_ca_file.as_deref()) {
+                // Accept a server certificate issued by the configured CA;
+                // otherwise fall back to libgit2's check against the system
+                // roots (passthrough), remembering why ours failed.
+                return match verify_with_ca(ca_file, x509.data(), host) {
+                    Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
+                    Err(detail) => {
+                        *failure.borrow_mut() = Some(RepoError::TlsCertificate {
+                            url: redact_url(&url_owned),
+                            ca_file: ca_file.to_path_buf(),
+                            detail,
+                        });
+                        Ok(CertificateCheckStatus::CertificatePassthrough)
+                    }
+                };
+            }
             let Some(hostkey) = cert.as_hostkey() else {
-                // TLS: libgit2 has already verified the chain against the
-                // system roots; keep its verdict.
+                // TLS without an extra CA: libgit2 has already verified the
+                // chain against the system roots; keep its verdict.
                 return Ok(CertificateCheckStatus::CertificatePassthrough);
             };
             let Auth::SshKey { host_keys, .. } = auth else {
@@ -309,6 +326,31 @@ impl Callbacks {
         });
         cb
     }
+}
+
+/// Verify a TLS leaf certificate (DER) for `host` against the CA
+/// certificates in the PEM file `ca_file`.
+fn verify_with_ca(ca_file: &Path, der: &[u8], host: &str) -> Result<(), String> {
+    use rustls::client::danger::ServerCertVerifier as _;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    let pem = std::fs::read(ca_file).map_err(|e| format!("cannot read CA file: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("bad PEM in CA file: {e}"))?;
+        roots.add(cert).map_err(|e| format!("unusable CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("the CA file holds no certificate".into());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(host.to_string()).map_err(|e| format!("bad server name {host}: {e}"))?;
+    verifier
+        .verify_server_cert(&CertificateDer::from(der.to_vec()), &[], &name, &[], UnixTime::now())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn check_host_key(url: &str, policy: &HostKeyPolicy, blob: Option<&[u8]>) -> Result<(), RepoError> {

@@ -88,6 +88,10 @@ pub enum RepoError {
     /// The server's key is explicitly revoked in known_hosts.
     #[error("host key of {host} ({fingerprint}) is marked @revoked in {known_hosts}; the server must use another key")]
     HostKeyRevoked { host: String, fingerprint: String, known_hosts: PathBuf },
+    /// The HTTPS server's certificate is not issued by the configured CA
+    /// (and the system roots did not accept it either).
+    #[error("TLS certificate of {url} is not trusted: {detail} (checked against {ca_file} and the system roots); fix the CA file or the server certificate")]
+    TlsCertificate { url: String, ca_file: PathBuf, detail: String },
     /// known_hosts could not be read or appended to.
     #[error("cannot use known_hosts file {path}: {source}")]
     KnownHosts {

@@ -47,6 +47,9 @@ pub struct RepoSource {
     pub auth: Auth,
     /// Directory of Ferry's bare clone; created on first use.
     pub cache_dir: PathBuf,
+    /// Extra CA certificate(s), PEM, trusted for this remote's HTTPS in
+    /// addition to the system roots (self-hosted forges).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// Metadata of one commit.
@@ -152,7 +155,7 @@ impl GitRepo {
     fn fetch_all(&self, branch: &str) -> Result<(), RepoError> {
         let callbacks = auth::Callbacks::new();
         let mut opts = FetchOptions::new();
-        opts.remote_callbacks(callbacks.build(&self.source.url, &self.source.auth));
+        opts.remote_callbacks(callbacks.build(&self.source));
         opts.prune(FetchPrune::On);
         opts.download_tags(AutotagOption::None);
         let result = self.repo.find_remote(REMOTE).and_then(|mut remote| {

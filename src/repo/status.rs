@@ -215,7 +215,7 @@ impl GitRepo {
         self.repo.reference(&local, commit, true, "ferry status push").map_err(fatal)?;
         let callbacks = auth::Callbacks::new();
         let rejected: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
-        let mut cb = callbacks.build(&self.source.url, &self.source.auth);
+        let mut cb = callbacks.build(&self.source);
         let sink = rejected.clone();
         cb.push_update_reference(move |_refname, status| {
             if let Some(msg) = status {
