@@ -215,7 +215,9 @@ fn status_on_the_placement_branch_never_looks_like_new_work() {
     let new_head = repo.fetch().unwrap();
     assert_eq!(new_head, out.commit);
     assert!(repo.commit_info(new_head).unwrap().is_ferry_status_commit());
-    assert_eq!(repo.latest_placement_commit(new_head).unwrap(), oid(&placement));
+    assert_eq!(repo.latest_placement_commit(new_head, "status").unwrap(), oid(&placement));
+    // Status written elsewhere than the given directory is not skipped.
+    assert_eq!(repo.latest_placement_commit(new_head, "other").unwrap(), new_head);
     // The placement files are untouched by the status commits.
     let files = repo.read_files_at(new_head, "placements").unwrap();
     assert_eq!(files["placements/shop.yaml"], "cluster: west\n");
@@ -226,7 +228,15 @@ fn status_on_the_placement_branch_never_looks_like_new_work() {
     let human = fx.commit_all("Move shop back");
     fx.push("main");
     let head3 = repo.fetch().unwrap();
-    assert_eq!(repo.latest_placement_commit(head3).unwrap(), oid(&human));
+    assert_eq!(repo.latest_placement_commit(head3, "status").unwrap(), oid(&human));
+
+    // A commit that copies Ferry's trailer but edits placements is work.
+    fx.write("placements/shop.yaml", b"cluster: mars\n");
+    let disguised = fx.commit_all(&format!("sneaky\n\nFerry-Placement-Commit: {human}"));
+    fx.push("main");
+    let head4 = repo.fetch().unwrap();
+    assert!(repo.commit_info(head4).unwrap().is_ferry_status_commit());
+    assert_eq!(repo.latest_placement_commit(head4, "status").unwrap(), oid(&disguised));
 }
 
 // ---- signatures -------------------------------------------------------

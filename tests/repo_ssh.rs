@@ -213,3 +213,63 @@ fn unknown_or_changed_host_keys_and_unauthorized_keys_are_refused() {
     let repo = GitRepo::open_or_clone(&source(HostKeyPolicy::KnownHosts(kh), sshd.deploy_key.clone(), "d")).unwrap();
     assert_eq!(repo.fetch().unwrap().to_string(), fx.git_bare(&["rev-parse", "main"]));
 }
+
+fn ssh_source(sshd: &Sshd, fx: &Fixture, cache: &str) -> RepoSource {
+    let known_hosts = fx.dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{} {}", sshd.port, sshd.host_public_key())).unwrap();
+    RepoSource {
+        url: sshd.url(&fx.bare),
+        branch: "main".into(),
+        auth: Auth::SshKey {
+            private_key: sshd.deploy_key.clone(),
+            passphrase: None,
+            host_keys: HostKeyPolicy::KnownHosts(known_hosts),
+        },
+        cache_dir: fx.cache(cache),
+        tls_ca_file: None,
+    }
+}
+
+#[test]
+fn concurrent_push_over_ssh_lands_on_top_and_hook_refusal_is_not_retried() {
+    let sshd = Sshd::start();
+    let (fx, placement) = fixture_with_placements();
+    let repo = GitRepo::open_or_clone(&ssh_source(&sshd, &fx, "race")).unwrap();
+    let placement = Oid::from_str(&placement).unwrap();
+
+    // Another writer pushes to the placement branch (status shares it)
+    // between Ferry's fetch and its push; git-receive-pack is real here.
+    let mut w = StatusWrite::new("main", placement, "status: shop copying");
+    w.files.push(("status/shop.yaml".into(), b"phase: Copying\n".to_vec()));
+    let mut other = String::new();
+    let out = repo
+        .write_status_with(&w, &mut |attempt| {
+            if attempt == 1 {
+                fx.write("placements/db.yaml", b"namespace: db\n");
+                other = fx.commit_all("Add db placement");
+                fx.push("main");
+            }
+        })
+        .unwrap();
+    assert_eq!(out.attempts, 2);
+    let log = fx.git_bare(&["rev-list", "--first-parent", "main"]);
+    let log: Vec<&str> = log.lines().collect();
+    assert_eq!(log, [out.commit.to_string().as_str(), other.as_str(), &placement.to_string()]);
+    assert_eq!(fx.git_bare(&["show", "main:placements/db.yaml"]), "namespace: db");
+    // The new human commit is the placement state to act on, not Ferry's.
+    let head = repo.fetch().unwrap();
+    assert_eq!(repo.latest_placement_commit(head, "status").unwrap().to_string(), other);
+
+    // A server hook refusing Ferry: the remote did not move, so one attempt.
+    let hook = fx.bare.join("hooks/pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\necho 'status branch is protected' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let before = fx.git_bare(&["rev-parse", "main"]);
+    w.files[0].1 = b"phase: Done\n".to_vec();
+    let mut pushes = 0;
+    let err = repo.write_status_with(&w, &mut |_| pushes += 1).unwrap_err();
+    assert_eq!(pushes, 1, "rebuilding cannot help when nobody else pushed");
+    assert!(matches!(&err, RepoError::PushRejected { attempts: 1, .. }), "{err}");
+    assert!(err.to_string().contains("hook"), "{err}");
+    assert_eq!(fx.git_bare(&["rev-parse", "main"]), before, "remote unchanged");
+}

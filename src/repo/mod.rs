@@ -10,6 +10,9 @@
 //!   trusted keys; [`watch`] notices saves in a local working copy.
 //!
 //! All calls block; async callers wrap them in `tokio::task::spawn_blocking`.
+//!
+//! Caveat: libgit2 pushes to `file://` remotes in-process, so the remote's
+//! server-side hooks do not run there; they do over SSH and HTTPS.
 mod auth;
 mod error;
 mod pr;
@@ -312,14 +315,28 @@ impl GitRepo {
 
     /// The newest commit at or below `head` (following first parents) that
     /// is not a Ferry status commit — the placement state Ferry acts on.
-    pub fn latest_placement_commit(&self, head: Oid) -> Result<Oid, RepoError> {
+    ///
+    /// A commit counts as status only if it carries Ferry's trailer *and*
+    /// changes nothing outside `status_dir`: anyone can copy a trailer, and
+    /// a disguised commit that edits placements must not be skipped.
+    pub fn latest_placement_commit(&self, head: Oid, status_dir: &str) -> Result<Oid, RepoError> {
+        let status_dir = status_dir.trim_matches('/');
         let mut current = head;
         loop {
             let info = self.commit_info(current)?;
-            match (info.is_ferry_status_commit(), info.parents.first()) {
-                (true, Some(parent)) => current = *parent,
-                _ => return Ok(current),
+            let Some(&parent) = info.parents.first() else { return Ok(current) };
+            if !info.is_ferry_status_commit() {
+                return Ok(current);
             }
+            let only_status = self
+                .changed_paths(Some(parent), current)?
+                .iter()
+                .all(|p| !status_dir.is_empty() && p.starts_with(status_dir) && p[status_dir.len()..].starts_with('/'));
+            if !only_status {
+                tracing::warn!(commit = %current, "commit carries Ferry's status trailer but changes files outside {status_dir}/; treating it as a placement commit");
+                return Ok(current);
+            }
+            current = parent;
         }
     }
 
