@@ -12,6 +12,7 @@
 //! | [`output`]  | shared CLI output helpers: tables, `-o json|yaml`               | stdout |
 //! | [`pipeline`] | the migration: journal, preflight, stages, rollback, `ferry migrate` | via cluster |
 //! | [`transform`] | pure object transforms of a migration: leave behind, strip, rewrite, order, cutover patches, preflight requirements | - |
+//! | [`repo`]    | Git (only importer of git2): fetch, read at commit, status commits + push, signatures, watch | git, network, disk |
 pub mod dev;
 pub mod kubeconfig;
 pub mod labels;
@@ -19,3 +20,4 @@ pub mod output;
 pub mod cluster;
 pub mod transform;
 pub mod pipeline;
+pub mod repo;
