@@ -130,6 +130,46 @@ pub fn retain_volume_patch(pv: &Value) -> Option<Value> {
     (policy != Some("Retain")).then(|| json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}}))
 }
 
+/// Patches for moving a StatefulSet ordinal by ordinal (KEP-3335, `spec.ordinals`
+/// GA since Kubernetes 1.31): the source keeps `{start..start+k-1}`, the
+/// destination runs `{start+k..start+N-1}`, so no identity ever runs twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrdinalSplit {
+    /// For the live source StatefulSet: scale to `k` (it stops its highest ordinals first).
+    pub source_patch: Value,
+    /// For the transformed destination StatefulSet: start at `start + k`, and
+    /// restore `N - k` replicas at cutover.
+    pub dest_patch: Value,
+}
+
+/// Splits a StatefulSet of `N` replicas (the recorded count if quiesced) so the
+/// source keeps `source_keeps` ordinals.
+pub fn split_ordinals(
+    r: &ObjectRef,
+    sts: &Value,
+    source_keeps: i64,
+) -> Result<OrdinalSplit, TransformError> {
+    let total = recorded_replicas(r, sts)?.unwrap_or_else(|| replicas(sts));
+    if !(0..=total).contains(&source_keeps) {
+        return Err(TransformError::InvalidSplit {
+            object: Box::new(r.clone()),
+            replicas: total,
+            requested: source_keeps,
+        });
+    }
+    let start = sts
+        .pointer("/spec/ordinals/start")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    Ok(OrdinalSplit {
+        source_patch: json!({"spec": {"replicas": source_keeps}}),
+        dest_patch: json!({
+            "metadata": {"annotations": {labels::ORIGINAL_REPLICAS: (total - source_keeps).to_string()}},
+            "spec": {"ordinals": {"start": start + source_keeps}}
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +301,58 @@ mod tests {
         assert_eq!(
             retain_volume_patch(&json!({"spec":{"persistentVolumeReclaimPolicy":"Retain"}})),
             None
+        );
+    }
+
+    fn ordinals(sts: &Value) -> std::collections::BTreeSet<i64> {
+        let start = sts
+            .pointer("/spec/ordinals/start")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        (start..start + replicas(sts)).collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ordinal_split_never_runs_an_identity_twice(n in 0i64..20, k in 0i64..20, start in 0i64..3) {
+            let src = json!({"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"db"},
+                "spec":{"replicas": n, "ordinals": {"start": start}}});
+            let r = rf(&src);
+            let split = split_ordinals(&r, &src, k);
+            if k > n {
+                let rejected = matches!(split, Err(TransformError::InvalidSplit { .. }));
+                proptest::prop_assert!(rejected, "k > n must be rejected");
+                return Ok(());
+            }
+            let split = split.unwrap();
+            let mut source = src.clone();
+            json_patch::merge(&mut source, &split.source_patch);
+            // The destination copy is created quiesced, then restored at cutover.
+            let mut dest = src.clone();
+            quiesce(&mut dest);
+            json_patch::merge(&mut dest, &split.dest_patch);
+            proptest::prop_assert_eq!(&dest["spec"]["replicas"], &json!(0));
+            restore(&mut dest);
+            let (a, b) = (ordinals(&source), ordinals(&dest));
+            proptest::prop_assert!(a.is_disjoint(&b));
+            proptest::prop_assert_eq!(a.union(&b).copied().collect::<Vec<_>>(), (start..start + n).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn ordinal_split_of_five_keeping_two() {
+        let sts = json!({"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"db","namespace":"shop"},"spec":{"replicas":5}});
+        let split = split_ordinals(&rf(&sts), &sts, 2).unwrap();
+        assert_eq!(split.source_patch, json!({"spec":{"replicas":2}}));
+        assert_eq!(split.dest_patch["spec"]["ordinals"]["start"], 2);
+        assert_eq!(
+            split.dest_patch["metadata"]["annotations"][labels::ORIGINAL_REPLICAS],
+            "3"
+        );
+        let err = split_ordinals(&rf(&sts), &sts, 6).unwrap_err();
+        assert!(
+            err.to_string().contains("shop/db") && err.to_string().contains("0..=5"),
+            "{err}"
         );
     }
 }

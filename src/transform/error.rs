@@ -49,6 +49,18 @@ pub enum TransformError {
         /// What was expected.
         problem: &'static str,
     },
+    /// An ordinal split asks the source to keep more pods than the StatefulSet has.
+    #[error(
+        "{object}: cannot keep {requested} ordinals on the source of a StatefulSet with {replicas} replicas; choose 0..={replicas}"
+    )]
+    InvalidSplit {
+        /// The StatefulSet.
+        object: Box<ObjectRef>,
+        /// Its replica count.
+        replicas: i64,
+        /// Ordinals asked to stay on the source.
+        requested: i64,
+    },
     /// The transform context itself is unusable.
     #[error("transform context: `{field}` = {value:?} {problem}")]
     InvalidContext {

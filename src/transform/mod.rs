@@ -14,6 +14,25 @@
 //! | apply order  | [`order`]         |
 //! | cutover      | [`cutover`]       |
 //! | preflight    | [`requirements`]  |
+//!
+//! Choices the notes leave open, made here:
+//! - Node ports: a port is a person's when `last-applied-configuration` sets it
+//!   or a managedFields entry owns its `f:nodePort` (server-side apply and
+//!   `kubectl create` leave no last-applied). An object with neither record
+//!   (not from an API server, e.g. an earlier output) keeps its ports, which
+//!   makes the transform idempotent.
+//! - Jobs that are still running are copied suspended, like CronJobs, with the
+//!   original `suspend` recorded: otherwise both clusters would run them.
+//! - Auto-created token Secrets are told apart from hand-made ones by their
+//!   generated name `<sa>-token-<5 chars of apimachinery's rand alphabet>`.
+//! - Objects with the same uid listed under two versions/groups keep the copy
+//!   at the best version (non-`extensions` group, GA > beta > alpha, higher first).
+//! - Requirements are computed on the transformed objects: classes after the
+//!   map, node ports after dropping allocated ones, replica counts from the
+//!   recorded annotation. Job status does not travel, so a copied Job counts
+//!   its full parallelism.
+//! - `batch/v1beta1` CronJobs (no longer served) are written as `batch/v1`,
+//!   whose schema reads them unchanged.
 
 pub mod cutover;
 pub mod error;

@@ -117,8 +117,8 @@ pub fn chosen_node_ports(obj: &Value) -> Option<BTreeSet<PortKey>> {
     Some(chosen)
 }
 
-/// Removes the fields every object loses (see [`STRIPPED_METADATA`]), `status`
-/// and the last-applied annotation.
+/// Removes the fields every object loses (see [`STRIPPED_METADATA`]), `status`,
+/// the last-applied annotation and Ferry's retention marks.
 pub fn strip_common(obj: &mut Value) {
     if let Some(meta) = object_at_mut(obj, &["metadata"]) {
         for f in STRIPPED_METADATA {
@@ -126,6 +126,10 @@ pub fn strip_common(obj: &mut Value) {
         }
     }
     remove_annotation(obj, LAST_APPLIED);
+    // A namespace retained after an earlier migration away must not arrive
+    // marked for deletion on its new cluster.
+    remove_at(obj, &["metadata", "labels"], labels::RETAINED);
+    remove_annotation(obj, labels::RETAIN_UNTIL);
     if let Some(o) = obj.as_object_mut() {
         o.remove("status");
     }

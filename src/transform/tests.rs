@@ -1679,3 +1679,23 @@ fn report_serializes_in_kubernetes_style_camel_case() {
     let back: LeftBehind = serde_json::from_value(v["leftBehind"][0].clone()).unwrap();
     assert_eq!(back, out.left_behind[0]);
 }
+
+#[test]
+fn retention_marks_of_an_earlier_migration_do_not_travel() {
+    let out = run(vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": "shop", "uid": "u",
+            "labels": {"ferry.dev/retained": "true", "ferry.dev/migration": "m-1", "team": "a"},
+            "annotations": {"ferry.dev/retain-until": "2026-12-01T00:00:00Z"}
+        }}),
+    ]);
+    let ns = kept(&out, "Namespace", "shop");
+    assert_eq!(object::label(ns, labels::RETAINED), None);
+    assert_eq!(ann(ns, labels::RETAIN_UNTIL), None);
+    assert_eq!(
+        object::label(ns, labels::MIGRATION),
+        Some("m-42"),
+        "the new migration's id replaces the old"
+    );
+    assert_eq!(object::label(ns, "team"), Some("a"));
+}
