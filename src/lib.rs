@@ -8,8 +8,12 @@
 //! | [`dev`]     | local multi-cluster harness: build/run etcd, apiserver, kcm, scheduler, kwok, a hostPath provisioner | processes, disk |
 //! | [`kubeconfig`] | read/write kubeconfig files and build kube clients from contexts | disk |
 //! | [`labels`]  | label/annotation keys shared by all modules                  | -  |
+//! | [`metrics`] | Prometheus metrics of the agent, OpenMetrics text encoding     | -  |
 //! | [`output`]  | shared CLI output helpers: tables, `-o json|yaml`               | stdout |
+//! | [`webhook`] | forge webhooks: per-provider verify + parse (pure) → coalesced sync trigger; axum server with /healthz, /readyz, /metrics | HTTP |
 pub mod dev;
 pub mod kubeconfig;
 pub mod labels;
+pub mod metrics;
 pub mod output;
+pub mod webhook;
