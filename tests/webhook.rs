@@ -212,7 +212,7 @@ async fn github_ping_pull_requests_and_other_repos_or_branches_are_answered_but_
     s.assert_no_trigger("issues event");
 
     assert_eq!(s.scrape("github", "ping").await, 1);
-    assert_eq!(s.scrape("github", "ignored").await, 4);
+    assert_eq!(s.scrape("github", "ignored").await, 6, "3 pull requests, other branch, other repo, unknown event");
     assert_eq!(s.scrape("github-main", "ignored").await, 0, "metrics are labelled by provider, not receiver");
     s.shutdown().await;
 }
