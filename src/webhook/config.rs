@@ -87,7 +87,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// A ready receiver.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Receiver {
     /// Name used in logs and triggers.
     pub name: String,
@@ -99,6 +99,19 @@ pub struct Receiver {
     pub secret: Secret,
     /// Repository and branch that trigger.
     pub target: Target,
+}
+
+impl std::fmt::Debug for Receiver {
+    // The path token is as secret as the HMAC key: it keeps the receiver unguessable.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("name", &self.name)
+            .field("provider", &self.provider)
+            .field("path_token", &"<redacted>")
+            .field("secret", &self.secret)
+            .field("target", &self.target)
+            .finish()
+    }
 }
 
 /// Every receiver plus server-wide limits.
@@ -236,7 +249,8 @@ mod tests {
         assert_eq!(cfg.receivers[0].target, placement());
         assert_eq!(cfg.receivers[1].provider, Provider::BitbucketServer);
         assert_eq!(cfg.receivers[1].target.branch, "release");
-        assert!(!format!("{cfg:?}").contains("abcdef-secret"), "Debug must not show secrets");
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("abcdef-secret") && !debug.contains("aaaaaaaa"), "Debug must not show secrets or path tokens: {debug}");
     }
 
     #[test]

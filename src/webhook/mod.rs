@@ -17,6 +17,19 @@
 //! | generic            | `X-Ferry-Signature: sha256=<hex>`      | —                   |
 //!
 //! `<hex>` is the HMAC-SHA256 of the exact body bytes keyed with the receiver's secret.
+//!
+//! Wiring in the agent (sketch):
+//!
+//! ```text
+//! let config = agent_config.webhooks.resolve("agent.yaml: webhooks", &placement_target)?;
+//! let (triggers, mut wake) = webhook::trigger_channel();
+//! let state = webhook::ServerState::new(config, triggers, metrics.clone(), readiness.clone());
+//! tokio::spawn(webhook::serve(listener, webhook::router(state), shutdown));
+//! loop {
+//!     tokio::select! { _ = interval.tick() => {}, p = wake.recv() => { /* p.latest.after */ } }
+//!     sync().await; // the single writer
+//! }
+//! ```
 pub mod bitbucket;
 pub mod config;
 pub mod generic;
