@@ -181,6 +181,14 @@ async fn bad_requests_are_rejected_with_the_right_status_and_trigger_nothing() {
     let bad = br#"{"after":"abc"}"#.to_vec();
     let (status, answer) = s.post("github", &github_headers("push", &bad, &secret("github")), bad).await;
     assert_eq!((status, answer["result"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_payload")));
+    // Form-encoded deliveries (a forge setting) are refused with the fix in the answer.
+    let form = format!("payload={}", "%7B%7D").into_bytes();
+    let mut headers = github_headers("push", &form, &secret("github"));
+    headers.retain(|(k, _)| *k != "content-type");
+    headers.push(("content-type", "application/x-www-form-urlencoded".into()));
+    let (status, answer) = s.post("github", &headers, form).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(answer["error"].as_str().unwrap().contains("application/json"), "{answer}");
     // Missing event header.
     let (status, _) = s.post("github", &github_headers("push", &push, &secret("github"))[1..], push.clone()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -221,7 +229,7 @@ async fn bad_requests_are_rejected_with_the_right_status_and_trigger_nothing() {
     assert_eq!(s.scrape("gitlab", "missing_signature").await, 1);
     assert_eq!(s.scrape("bitbucket-server", "missing_signature").await, 1);
     assert_eq!(s.scrape("github", "malformed_json").await, 2, "invalid JSON and the truncated at-limit body");
-    assert_eq!(s.scrape("github", "invalid_payload").await, 1);
+    assert_eq!(s.scrape("github", "invalid_payload").await, 2, "missing field and form-encoded");
     assert_eq!(s.scrape("github", "bad_request").await, 1);
     assert_eq!(s.scrape("github", "too_large").await, 2);
     assert_eq!(s.scrape("unknown", "not_found").await, 2, "the fallback route is not a receiver path");

@@ -140,6 +140,12 @@ async fn hook(State(s): State<ServerState>, Path(token): Path<String>, headers: 
     if let Err(r) = receiver.provider.verify(&headers, &body, receiver.secret.expose()) {
         return reject(&s, provider, Some(name), r);
     }
+    // GitHub and Gitea can be set to send `payload=<urlencoded JSON>`; say how to fix it.
+    let form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        let r = Reject::InvalidPayload { event: "request".into(), message: "form-encoded body: set the webhook's content type to application/json at the forge".into() };
+        return reject(&s, provider, Some(name), r);
+    }
     let event = match receiver.provider.parse(&headers, &body) {
         Ok(e) => e,
         Err(r) => return reject(&s, provider, Some(name), r),
