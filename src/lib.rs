@@ -13,11 +13,16 @@
 //! | [`pipeline`] | the migration: journal, preflight, stages, rollback, `ferry migrate` | via cluster |
 //! | [`transform`] | pure object transforms of a migration: leave behind, strip, rewrite, order, cutover patches, preflight requirements | - |
 //! | [`repo`]    | Git (only importer of git2): fetch, read at commit, status commits + push, signatures, watch | git, network, disk |
+//! | [`metrics`] | Prometheus metrics of the agent, OpenMetrics text encoding     | -  |
+//! | [`output`]  | shared CLI output helpers: tables, `-o json|yaml`               | stdout |
+//! | [`webhook`] | forge webhooks: per-provider verify + parse (pure) → coalesced sync trigger; axum server with /healthz, /readyz, /metrics | HTTP |
 pub mod dev;
 pub mod kubeconfig;
 pub mod labels;
+pub mod metrics;
 pub mod output;
 pub mod cluster;
 pub mod transform;
 pub mod pipeline;
 pub mod repo;
+pub mod webhook;
