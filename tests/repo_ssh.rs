@@ -1,6 +1,6 @@
 //! Git over SSH against a real OpenSSH server (Debian's openssh-server)
 //! listening on a loopback port, authenticated with a generated deploy key.
-//! Install the server with `scripts/install-test-deps.sh`.
+//! Install the server with `scripts/install-deps.sh`.
 #[path = "support/git_fixture.rs"]
 mod fixture;
 
@@ -35,7 +35,7 @@ impl Sshd {
     fn start() -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
-            "{SSHD} is missing: run scripts/install-test-deps.sh (installs the packages in scripts/test-deps.txt)"
+            "{SSHD} is missing: run scripts/install-deps.sh (installs the packages in scripts/test-deps.txt)"
         );
         // sshd refuses to start without its privilege separation directory.
         let _ = std::fs::create_dir_all("/run/sshd");
