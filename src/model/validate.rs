@@ -339,8 +339,8 @@ fn load_overlay(files: &RepoFiles, ns: &str, doc: &Doc<'_>, d: &mut Desired, out
             (Some(path), None) => file_template(path, format!("{field}.path"), out),
             (None, Some(inline)) => Some(TemplateFile {
                 file: doc.file.to_string(),
-                // A block scalar's text starts on the line after its indicator.
-                line_offset: doc.at(inline).line,
+                // The span starts at the scalar's first content line, which is template line 1.
+                line_offset: doc.at(inline).line.saturating_sub(1),
                 text: inline.value.clone(),
                 field: format!("{field}.patch"),
             }),
@@ -361,6 +361,16 @@ fn load_overlay(files: &RepoFiles, ns: &str, doc: &Doc<'_>, d: &mut Desired, out
     d.overlays.insert(ns.to_string(), src);
 }
 
+/// Just the name of a document, read leniently.
+#[derive(serde::Deserialize)]
+struct NameOnly {
+    metadata: Option<NameOnlyMeta>,
+}
+#[derive(serde::Deserialize)]
+struct NameOnlyMeta {
+    name: Option<String>,
+}
+
 /// Parse every document; report what is malformed, duplicated or dangling.
 pub fn load(files: &RepoFiles) -> (Desired, Vec<Finding>) {
     let mut out = Vec::new();
@@ -370,6 +380,9 @@ pub fn load(files: &RepoFiles) -> (Desired, Vec<Finding>) {
     let mut clusters_seen = BTreeMap::new();
     let mut placements_seen = BTreeMap::new();
     let mut overlay_files = Vec::new();
+    // Namespaces named by any placement document, even a broken one: an
+    // overlay of a placement with a typo is not an orphan.
+    let mut mentioned = std::collections::BTreeSet::new();
     for (path, text) in &files.0 {
         if path.starts_with(&status_prefix) {
             continue;
@@ -391,6 +404,11 @@ pub fn load(files: &RepoFiles) -> (Desired, Vec<Finding>) {
                 continue;
             }
             for doc in split_documents(path, text) {
+                if let Ok(n) = serde_saphyr::from_str::<NameOnly>(doc.text)
+                    && let Some(name) = n.metadata.and_then(|m| m.name)
+                {
+                    mentioned.insert(name);
+                }
                 load_placement(&doc, &mut d, &mut placements_seen, &mut out);
             }
         } else if let Some((ns, file)) = path.strip_prefix("overlays/").and_then(|r| r.split_once('/'))
@@ -404,7 +422,7 @@ pub fn load(files: &RepoFiles) -> (Desired, Vec<Finding>) {
         if let Some(doc) = docs.first() {
             load_overlay(files, &ns, doc, &mut d, &mut out);
         }
-        if !d.placements.contains_key(&ns) {
+        if !mentioned.contains(&ns) {
             out.push(Pos::file(path).warning(
                 Code::OrphanOverlay,
                 "",
@@ -455,7 +473,14 @@ fn overlay_finding(e: OverlayError) -> Finding {
             "check kind and name against the namespace's objects, or set `target` explicitly",
         ),
         OverlayError::InvalidPatch { file, field, line, message } => {
-            Pos { file, line, column: 1 }.error(Code::InvalidPatch, field, message, "a strategic-merge patch is a partial object; a JSON6902 patch is a list of {op, path, value} with a `target`")
+            {
+            let hint = if message.contains("failed at path") {
+                "JSON6902 paths must exist in the target object (an `add` needs its parent): compare the path with the object"
+            } else {
+                "a strategic-merge patch is a partial object naming apiVersion/kind/metadata.name; a JSON6902 patch is a list of {op, path, value} with a `target`"
+            };
+            Pos { file, line, column: 1 }.error(Code::InvalidPatch, field, message, hint)
+        }
         }
     }
 }
@@ -475,7 +500,6 @@ pub fn validate(files: &RepoFiles, objects: Option<&BTreeMap<String, Vec<Value>>
             Some(objs) => overlay::apply_overlays(overlay, &ctx, objs.clone()).err().map(|e| e.0).unwrap_or_default(),
             None => overlay::check_overlay(overlay, &ctx),
         };
-        let template_failed: Vec<String> = errors.iter().filter_map(|e| if let OverlayError::Template { file, .. } = e { Some(file.clone()) } else { None }).collect();
         out.extend(errors.into_iter().map(overlay_finding));
         // Removed API versions: render resources again only if they rendered at all.
         if let Ok(rendered) = overlay::render_resources(overlay, &ctx) {
@@ -493,7 +517,6 @@ pub fn validate(files: &RepoFiles, objects: Option<&BTreeMap<String, Vec<Value>>
                 }
             }
         }
-        let _ = template_failed;
     }
     (d, Report::new(out))
 }
