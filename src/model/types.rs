@@ -38,9 +38,9 @@ pub struct Metadata {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SettingsDoc {
     /// [`API_VERSION`].
-    pub api_version: String,
+    pub api_version: Spanned<String>,
     /// `Settings`.
-    pub kind: String,
+    pub kind: Spanned<String>,
     /// The settings.
     #[serde(default)]
     pub spec: Settings,
@@ -129,9 +129,9 @@ pub struct SigningKey {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClusterDoc {
     /// [`API_VERSION`].
-    pub api_version: String,
+    pub api_version: Spanned<String>,
     /// `Cluster`.
-    pub kind: String,
+    pub kind: Spanned<String>,
     /// Name and labels.
     pub metadata: Metadata,
     /// The rest.
@@ -206,9 +206,9 @@ pub struct Reserve {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PlacementDoc {
     /// [`API_VERSION`].
-    pub api_version: String,
+    pub api_version: Spanned<String>,
     /// `Placement`.
-    pub kind: String,
+    pub kind: Spanned<String>,
     /// `name` is the namespace.
     pub metadata: Metadata,
     /// The placement.
@@ -324,9 +324,9 @@ fn default_true() -> bool {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OverlayDoc {
     /// [`API_VERSION`].
-    pub api_version: String,
+    pub api_version: Spanned<String>,
     /// `Overlay`.
-    pub kind: String,
+    pub kind: Spanned<String>,
     /// Patches, applied in order.
     #[serde(default)]
     pub patches: Vec<PatchRef>,
@@ -370,3 +370,25 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<String>,
 }
+
+/// Documents that carry `apiVersion` and `kind`.
+pub trait Kinded {
+    /// `apiVersion` with its position.
+    fn api_version(&self) -> &Spanned<String>;
+    /// `kind` with its position.
+    fn kind(&self) -> &Spanned<String>;
+}
+
+macro_rules! kinded {
+    ($($t:ty),*) => {$(
+        impl Kinded for $t {
+            fn api_version(&self) -> &Spanned<String> {
+                &self.api_version
+            }
+            fn kind(&self) -> &Spanned<String> {
+                &self.kind
+            }
+        }
+    )*};
+}
+kinded!(SettingsDoc, ClusterDoc, PlacementDoc, OverlayDoc);

@@ -61,10 +61,34 @@ fn is_yaml(path: &str) -> bool {
     path.ends_with(".yaml") || path.ends_with(".yml")
 }
 
-/// Check `apiVersion` and `kind`, then parse the typed document.
-fn parse_kind<T: serde::de::DeserializeOwned>(doc: &Doc<'_>, kind: &str, dir_hint: &str) -> Result<T, Finding> {
-    let header: Header = yaml::parse(doc)?;
-    match &header.api_version {
+/// Parse a typed document and check its `apiVersion` and `kind`. When the
+/// typed parse fails, a wrong `kind` is reported instead if there is one: it
+/// explains the unknown fields better than the fields do.
+fn parse_kind<T: serde::de::DeserializeOwned + Kinded>(doc: &Doc<'_>, kind: &str, dir_hint: &str) -> Result<T, Finding> {
+    match yaml::parse::<T>(doc) {
+        Ok(t) => {
+            check_header(doc, Some(t.api_version()), Some(t.kind()), kind, dir_hint)?;
+            Ok(t)
+        }
+        Err(f) => {
+            if f.code != Code::YamlSyntax
+                && let Ok(h) = serde_saphyr::from_str::<Header>(doc.text)
+            {
+                check_header(doc, h.api_version.as_ref(), h.kind.as_ref(), kind, dir_hint)?;
+            }
+            Err(f)
+        }
+    }
+}
+
+fn check_header(
+    doc: &Doc<'_>,
+    api_version: Option<&serde_saphyr::Spanned<String>>,
+    found_kind: Option<&serde_saphyr::Spanned<String>>,
+    kind: &str,
+    dir_hint: &str,
+) -> Result<(), Finding> {
+    match api_version {
         None => return Err(doc.start().error(Code::MissingField, "apiVersion", "missing `apiVersion`", format!("add `apiVersion: {API_VERSION}`"))),
         Some(a) if a.value != API_VERSION => {
             return Err(doc.at(a).error(
@@ -76,19 +100,16 @@ fn parse_kind<T: serde::de::DeserializeOwned>(doc: &Doc<'_>, kind: &str, dir_hin
         }
         Some(_) => {}
     }
-    match &header.kind {
-        None => return Err(doc.start().error(Code::MissingField, "kind", "missing `kind`", format!("add `kind: {kind}`"))),
-        Some(k) if k.value != kind => {
-            return Err(doc.at(k).error(
-                Code::WrongKind,
-                "kind",
-                format!("`kind: {}` found where `{kind}` documents belong", k.value),
-                format!("{dir_hint} hold only `kind: {kind}` documents; move this document or fix `kind`"),
-            ));
-        }
-        Some(_) => {}
+    match found_kind {
+        None => Err(doc.start().error(Code::MissingField, "kind", "missing `kind`", format!("add `kind: {kind}`"))),
+        Some(k) if k.value != kind => Err(doc.at(k).error(
+            Code::WrongKind,
+            "kind",
+            format!("`kind: {}` found where `{kind}` documents belong", k.value),
+            format!("{dir_hint} hold only `kind: {kind}` documents; move this document or fix `kind`"),
+        )),
+        Some(_) => Ok(()),
     }
-    yaml::parse(doc)
 }
 
 fn check_name(doc: &Doc<'_>, name: &serde_saphyr::Spanned<String>, what: &str, out: &mut Vec<Finding>) -> bool {
@@ -243,10 +264,14 @@ fn load_cluster(doc: &Doc<'_>, d: &mut Desired, first_seen: &mut BTreeMap<String
     d.clusters.insert(name.clone(), Cluster { name, labels: c.metadata.labels, spec: c.spec, file: doc.file.to_string() });
 }
 
-fn load_placement(doc: &Doc<'_>, d: &mut Desired, first_seen: &mut BTreeMap<String, Pos>, out: &mut Vec<Finding>) {
+/// Returns the namespace named, or `None` when the document could not be parsed.
+fn load_placement(doc: &Doc<'_>, d: &mut Desired, first_seen: &mut BTreeMap<String, Pos>, out: &mut Vec<Finding>) -> Option<String> {
     let p: PlacementDoc = match parse_kind(doc, "Placement", "files in namespaces/") {
         Ok(p) => p,
-        Err(f) => return out.push(f),
+        Err(f) => {
+            out.push(f);
+            return None;
+        }
     };
     let name_ok = check_name(doc, &p.metadata.name, "namespace", out);
     let name_pos = doc.at(&p.metadata.name);
@@ -289,20 +314,22 @@ fn load_placement(doc: &Doc<'_>, d: &mut Desired, first_seen: &mut BTreeMap<Stri
             check_labels(doc, doc.at(&h.command), &h.selector, &format!("{field}.selector"), out);
         }
     }
-    if !name_ok {
-        return;
-    }
     let ns = p.metadata.name.value.clone();
+    if !name_ok {
+        return Some(ns);
+    }
     if let Some(first) = first_seen.get(&ns) {
-        return out.push(name_pos.error(
+        out.push(name_pos.error(
             Code::DuplicatePlacement,
             "metadata.name",
             format!("namespace `{ns}` is already placed at {}:{}", first.file, first.line),
             "a namespace runs on one cluster: delete one of the two placements",
         ));
+        return Some(ns);
     }
     first_seen.insert(ns.clone(), name_pos);
-    d.placements.insert(ns.clone(), Placement { namespace: ns, spec: p.spec, file: doc.file.to_string() });
+    d.placements.insert(ns.clone(), Placement { namespace: ns.clone(), spec: p.spec, file: doc.file.to_string() });
+    Some(ns)
 }
 
 /// Resolve `rel` inside `dir`, refusing to leave it.
@@ -404,12 +431,9 @@ pub fn load(files: &RepoFiles) -> (Desired, Vec<Finding>) {
                 continue;
             }
             for doc in split_documents(path, text) {
-                if let Ok(n) = serde_saphyr::from_str::<NameOnly>(doc.text)
-                    && let Some(name) = n.metadata.and_then(|m| m.name)
-                {
-                    mentioned.insert(name);
-                }
-                load_placement(&doc, &mut d, &mut placements_seen, &mut out);
+                let name = load_placement(&doc, &mut d, &mut placements_seen, &mut out)
+                    .or_else(|| serde_saphyr::from_str::<NameOnly>(doc.text).ok().and_then(|n| n.metadata).and_then(|m| m.name));
+                mentioned.extend(name);
             }
         } else if let Some((ns, file)) = path.strip_prefix("overlays/").and_then(|r| r.split_once('/'))
             && file == OVERLAY_FILE
@@ -496,25 +520,19 @@ pub fn validate(files: &RepoFiles, objects: Option<&BTreeMap<String, Vec<Value>>
         // Render as a move from another cluster so templates using `source` are exercised.
         let source = d.clusters.keys().find(|c| **c != p.spec.cluster.value).cloned();
         let Some(ctx) = d.overlay_context(ns, source.as_deref()) else { continue };
-        let errors = match objects.and_then(|o| o.get(ns)) {
-            Some(objs) => overlay::apply_overlays(overlay, &ctx, objs.clone()).err().map(|e| e.0).unwrap_or_default(),
-            None => overlay::check_overlay(overlay, &ctx),
-        };
-        out.extend(errors.into_iter().map(overlay_finding));
-        // Removed API versions: render resources again only if they rendered at all.
-        if let Ok(rendered) = overlay::render_resources(overlay, &ctx) {
-            for r in rendered {
-                let api = r.object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-                let kind = r.object.get("kind").and_then(Value::as_str).unwrap_or("");
-                if let Some((removed, replacement)) = removed_api(api, kind) {
-                    let field = overlay.resources.iter().find(|t| t.file == r.file).map(|t| t.field.clone()).unwrap_or_default();
-                    out.push(Pos { file: r.file, line: r.line, column: r.column }.error(
-                        Code::RemovedApiVersion,
-                        if field.is_empty() { "apiVersion".to_string() } else { format!("{field}.apiVersion") },
-                        format!("{kind} `{api}` is no longer served (removed in Kubernetes {removed})"),
-                        format!("use `apiVersion: {replacement}` and adapt the object to it"),
-                    ));
-                }
+        let checked = overlay::check_overlay(overlay, &ctx, objects.and_then(|o| o.get(ns)).cloned());
+        out.extend(checked.errors.into_iter().map(overlay_finding));
+        for r in checked.resources {
+            let api = r.object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+            let kind = r.object.get("kind").and_then(Value::as_str).unwrap_or("");
+            if let Some((removed, replacement)) = removed_api(api, kind) {
+                let field = overlay.resources.iter().find(|t| t.file == r.file).map(|t| t.field.clone()).unwrap_or_default();
+                out.push(Pos { file: r.file, line: r.line, column: r.column }.error(
+                    Code::RemovedApiVersion,
+                    if field.is_empty() { "apiVersion".to_string() } else { format!("{field}.apiVersion") },
+                    format!("{kind} `{api}` is no longer served (removed in Kubernetes {removed})"),
+                    format!("use `apiVersion: {replacement}` and adapt the object to it"),
+                ));
             }
         }
     }

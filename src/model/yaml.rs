@@ -73,7 +73,18 @@ pub fn split_documents<'a>(file: &'a str, text: &'a str) -> Vec<Doc<'a>> {
 /// Parse a document into `T`; on failure return one finding naming the
 /// field path, the position and what to do.
 pub fn parse<T: DeserializeOwned>(doc: &Doc<'_>) -> Result<T, Finding> {
-    // Syntax first: a typed parse of broken YAML reports confusing type errors.
+    let mut path = String::new();
+    let result = serde_saphyr::with_deserializer_from_str(doc.text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    let typed_err = match result {
+        Ok(t) => return Ok(t),
+        Err(e) => e,
+    };
+    // A typed parse of broken YAML reports confusing type errors: check syntax alone.
     if let Err(err) = serde_saphyr::from_str::<serde::de::IgnoredAny>(doc.text) {
         let (line, column) = location(&err);
         let pos = Pos { file: doc.file.to_string(), line: line + doc.line_offset, column };
@@ -84,18 +95,9 @@ pub fn parse<T: DeserializeOwned>(doc: &Doc<'_>) -> Result<T, Finding> {
             "fix the YAML syntax at this position (indentation, unclosed brackets or quotes, tabs)",
         ));
     }
-    let mut path = String::new();
-    let result = serde_saphyr::with_deserializer_from_str(doc.text, |de| {
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            path = e.path().to_string();
-            e.into_inner()
-        })
-    });
-    result.map_err(|err| {
-        let (line, column) = location(&err);
-        let pos = Pos { file: doc.file.to_string(), line: line + doc.line_offset, column };
-        typed_error(pos, &path, &bare_message(&err))
-    })
+    let (line, column) = location(&typed_err);
+    let pos = Pos { file: doc.file.to_string(), line: line + doc.line_offset, column };
+    Err(typed_error(pos, &path, &bare_message(&typed_err)))
 }
 
 fn location(err: &serde_saphyr::Error) -> (u64, u64) {

@@ -179,11 +179,13 @@ fn parse_rendered(t: &TemplateFile, rendered: &str) -> Result<Vec<(u64, u64, Val
             let message = text.rfind(" at line ").map(|i| text[..i].to_string()).unwrap_or(text);
             OverlayError::Yaml { file: t.file.clone(), field: t.field.clone(), line: t.line_offset + doc.line_offset + line, column, message }
         })?;
-        // Position of apiVersion, for reporting removed API versions.
-        let (line, column) = serde_saphyr::from_str::<crate::model::types::Header>(doc.text)
-            .ok()
-            .and_then(|h| h.api_version)
-            .map(|a| (a.referenced.line(), a.referenced.column()))
+        // Position of a top-level apiVersion, for reporting removed API versions;
+        // a line scan is enough for that and avoids parsing every document twice.
+        let (line, column) = doc
+            .text
+            .lines()
+            .enumerate()
+            .find_map(|(i, l)| l.strip_prefix("apiVersion:").map(|rest| (i as u64 + 1, (l.len() - rest.trim_start().len()) as u64 + 1)))
             .unwrap_or((1, 1));
         out.push((t.line_offset + doc.line_offset + line, column, value));
     }
@@ -223,37 +225,47 @@ pub fn render_resources(overlay: &OverlaySource, ctx: &OverlayContext) -> Result
 /// least one object — a patch that silently does nothing is a bug in the
 /// overlay, so it is an error.
 pub fn apply_overlays(overlay: &OverlaySource, ctx: &OverlayContext, objects: Vec<Value>) -> Result<Vec<Value>, OverlayErrors> {
-    apply(overlay, ctx, objects, true)
+    let checked = check_overlay(overlay, ctx, Some(objects));
+    if checked.errors.is_empty() { Ok(checked.objects) } else { Err(OverlayErrors(checked.errors)) }
 }
 
-/// Render and apply an overlay without knowing the namespace's live objects:
-/// every template and patch is checked, but a patch that matches none of the
-/// overlay's own resources is not an error (it presumably targets a live object).
-pub fn check_overlay(overlay: &OverlaySource, ctx: &OverlayContext) -> Vec<OverlayError> {
-    apply(overlay, ctx, Vec::new(), false).err().map(|e| e.0).unwrap_or_default()
+/// Everything learned from applying an overlay once.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// The objects after the overlay.
+    pub objects: Vec<Value>,
+    /// The overlay's own resources as rendered (before patches), with positions.
+    pub resources: Vec<RenderedObject>,
+    /// Every error.
+    pub errors: Vec<OverlayError>,
 }
 
-fn apply(overlay: &OverlaySource, ctx: &OverlayContext, objects: Vec<Value>, require_match: bool) -> Result<Vec<Value>, OverlayErrors> {
-    let mut objects = objects;
-    let mut errors = Vec::new();
+/// Apply an overlay and report everything. With `objects: None` (the
+/// namespace's live objects are unknown) a patch that matches none of the
+/// overlay's own resources is not an error: it presumably targets a live object.
+pub fn check_overlay(overlay: &OverlaySource, ctx: &OverlayContext, objects: Option<Vec<Value>>) -> Checked {
+    let require_match = objects.is_some();
+    let mut out = Checked { objects: objects.unwrap_or_default(), ..Default::default() };
     match render_resources(overlay, ctx) {
         Ok(extra) => {
-            for mut r in extra {
-                if let Some(meta) = r.object.get_mut("metadata").and_then(Value::as_object_mut) {
+            for r in extra {
+                let mut object = r.object.clone();
+                if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
                     meta.entry("namespace").or_insert_with(|| Value::String(ctx.namespace.clone()));
                 }
-                objects.push(r.object);
+                out.objects.push(object);
+                out.resources.push(r);
             }
         }
-        Err(OverlayErrors(e)) => errors.extend(e),
+        Err(OverlayErrors(e)) => out.errors.extend(e),
     }
     let env = environment();
     for p in &overlay.patches {
-        if let Err(e) = apply_patch(&env, p, ctx, &mut objects, require_match) {
-            errors.push(e);
+        if let Err(e) = apply_patch(&env, p, ctx, &mut out.objects, require_match) {
+            out.errors.push(e);
         }
     }
-    if errors.is_empty() { Ok(objects) } else { Err(OverlayErrors(errors)) }
+    out
 }
 
 fn apply_patch(env: &Environment<'_>, p: &PatchSource, ctx: &OverlayContext, objects: &mut [Value], require_match: bool) -> Result<(), OverlayError> {
