@@ -49,7 +49,12 @@ impl RepoFiles {
     pub fn from_dir(dir: &Path) -> Result<Self, ReadError> {
         let mut files = BTreeMap::new();
         let mut stack = vec![dir.to_path_buf()];
+        // Symlinked directories are followed; remember where we have been so a cycle ends.
+        let mut visited = std::collections::BTreeSet::new();
         while let Some(d) = stack.pop() {
+            if !visited.insert(std::fs::canonicalize(&d).unwrap_or_else(|_| d.clone())) {
+                continue;
+            }
             let entries = std::fs::read_dir(&d).map_err(|source| ReadError::Io { path: d.display().to_string(), source })?;
             for entry in entries {
                 let entry = entry.map_err(|source| ReadError::Io { path: d.display().to_string(), source })?;

@@ -206,12 +206,12 @@ impl HistoryEntry {
 
 /// Repo-relative path of a namespace's status file.
 pub fn status_file(settings: &Settings, namespace: &str) -> String {
-    format!("{}/{namespace}.yaml", settings.status.path.trim_end_matches('/'))
+    format!("{}/{namespace}.yaml", settings.status.path.value.trim_end_matches('/'))
 }
 
 /// Repo-relative path of the history file.
 pub fn history_file(settings: &Settings) -> String {
-    format!("{}/history.jsonl", settings.status.path.trim_end_matches('/'))
+    format!("{}/history.jsonl", settings.status.path.value.trim_end_matches('/'))
 }
 
 #[cfg(test)]
@@ -238,7 +238,7 @@ mod tests {
     fn paths_follow_settings() {
         let mut settings = Settings::default();
         assert_eq!(status_file(&settings, "web"), "status/web.yaml");
-        settings.status.path = "ops/ferry/".into();
+        settings.status.path.value = "ops/ferry/".into();
         assert_eq!(history_file(&settings), "ops/ferry/history.jsonl");
     }
 

@@ -68,10 +68,10 @@ pub struct StatusSettings {
     /// Branch for status commits. A dedicated branch by default because protected
     /// main branches reject bot pushes.
     #[serde(default = "default_status_branch")]
-    pub branch: String,
+    pub branch: Spanned<String>,
     /// Directory (repo-relative) holding `<namespace>.yaml` and `history.jsonl`.
     #[serde(default = "default_status_path")]
-    pub path: String,
+    pub path: Spanned<String>,
 }
 
 impl Default for StatusSettings {
@@ -80,11 +80,16 @@ impl Default for StatusSettings {
     }
 }
 
-fn default_status_branch() -> String {
-    "ferry-status".into()
+/// A value that was not written in the file (a default).
+fn unplaced(value: &str) -> Spanned<String> {
+    Spanned::new(value.into(), serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
 }
-fn default_status_path() -> String {
-    "status".into()
+
+fn default_status_branch() -> Spanned<String> {
+    unplaced("ferry-status")
+}
+fn default_status_path() -> Spanned<String> {
+    unplaced("status")
 }
 
 /// Git identity of Ferry's status commits.
@@ -96,7 +101,7 @@ pub struct CommitIdentity {
     pub name: String,
     /// Author e-mail.
     #[serde(default = "default_identity_email")]
-    pub email: String,
+    pub email: Spanned<String>,
 }
 
 impl Default for CommitIdentity {
@@ -108,8 +113,8 @@ impl Default for CommitIdentity {
 fn default_identity_name() -> String {
     "Ferry".into()
 }
-fn default_identity_email() -> String {
-    "ferry@localhost".into()
+fn default_identity_email() -> Spanned<String> {
+    unplaced("ferry@localhost")
 }
 
 /// A key trusted to sign placement commits.
@@ -242,7 +247,7 @@ pub struct PlacementSpec {
 }
 
 fn default_retention() -> Spanned<String> {
-    Spanned::new("168h".into(), serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
+    unplaced("168h")
 }
 
 /// Migration strategy.
@@ -310,7 +315,7 @@ pub struct Hook {
 }
 
 fn default_hook_timeout() -> Spanned<String> {
-    Spanned::new("5m".into(), serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
+    unplaced("5m")
 }
 fn default_true() -> bool {
     true

@@ -163,24 +163,24 @@ fn load_settings(files: &RepoFiles, d: &mut Desired, out: &mut Vec<Finding>) {
         Err(f) => return out.push(f),
     };
     let s = parsed.spec;
-    let path = s.status.path.trim_end_matches('/');
+    let path = s.status.path.value.trim_end_matches('/');
     if path.is_empty() || path.starts_with('/') || path.split('/').any(|c| c == ".." || c == ".") {
-        out.push(doc.start().error(
+        out.push(doc.at(&s.status.path).error(
             Code::InvalidValue,
             "spec.status.path",
-            format!("status path `{}` must be a relative directory inside the repository", s.status.path),
+            format!("status path `{}` must be a relative directory inside the repository", s.status.path.value),
             "use e.g. `status`",
         ));
     }
-    let b = &s.status.branch;
+    let b = &s.status.branch.value;
     if b.is_empty() || b.contains(['~', '^', ':', ' ', '\\', '?', '*', '[']) || b.contains("..") || b.starts_with('/') || b.ends_with('/') || b.ends_with(".lock") {
-        out.push(doc.start().error(Code::InvalidValue, "spec.status.branch", format!("`{b}` is not a valid git branch name"), "use e.g. `ferry-status`"));
+        out.push(doc.at(&s.status.branch).error(Code::InvalidValue, "spec.status.branch", format!("`{b}` is not a valid git branch name"), "use e.g. `ferry-status`"));
     }
-    if !s.commit_identity.email.contains('@') {
-        out.push(doc.start().error(
+    if !s.commit_identity.email.value.contains('@') {
+        out.push(doc.at(&s.commit_identity.email).error(
             Code::InvalidValue,
             "spec.commitIdentity.email",
-            format!("`{}` is not an e-mail address", s.commit_identity.email),
+            format!("`{}` is not an e-mail address", s.commit_identity.email.value),
             "use e.g. `ferry@example.com`",
         ));
     }
@@ -403,7 +403,7 @@ pub fn load(files: &RepoFiles) -> (Desired, Vec<Finding>) {
     let mut out = Vec::new();
     let mut d = Desired::default();
     load_settings(files, &mut d, &mut out);
-    let status_prefix = format!("{}/", d.settings.status.path.trim_end_matches('/'));
+    let status_prefix = format!("{}/", d.settings.status.path.value.trim_end_matches('/'));
     let mut clusters_seen = BTreeMap::new();
     let mut placements_seen = BTreeMap::new();
     let mut overlay_files = Vec::new();
@@ -537,4 +537,174 @@ pub fn validate(files: &RepoFiles, objects: Option<&BTreeMap<String, Vec<Value>>
         }
     }
     (d, Report::new(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLUSTER: &str = "apiVersion: ferry.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: east\nspec:\n  access:\n    kubeconfigContext: east\n";
+    const PLACEMENT: &str = "apiVersion: ferry.dev/v1alpha1\nkind: Placement\nmetadata:\n  name: web\nspec:\n  cluster: east\n";
+
+    fn repo(extra: &[(&str, &str)]) -> RepoFiles {
+        let mut f = RepoFiles::default();
+        f.insert("clusters/east.yaml", CLUSTER);
+        f.insert("namespaces/web.yaml", PLACEMENT);
+        for (p, t) in extra {
+            f.insert(*p, *t);
+        }
+        f
+    }
+
+    fn findings(files: &RepoFiles) -> Vec<Finding> {
+        validate(files, None).1.findings
+    }
+
+    #[track_caller]
+    fn one(files: &RepoFiles, code: Code) -> Finding {
+        let fs = findings(files);
+        assert_eq!(fs.len(), 1, "{fs:#?}");
+        assert_eq!(fs[0].code, code, "{fs:#?}");
+        fs[0].clone()
+    }
+
+    #[test]
+    fn minimal_repo_is_valid_with_default_settings() {
+        let (d, report) = validate(&repo(&[]), None);
+        assert!(report.findings.is_empty(), "{:#?}", report.findings);
+        assert_eq!(d.settings.status.branch.value, "ferry-status");
+        assert_eq!(d.settings.status.path.value, "status");
+        assert_eq!(d.placements["web"].spec.retention.value, "168h");
+        assert_eq!(d.placements["web"].spec.strategy, Strategy::StopCopyStart);
+    }
+
+    #[test]
+    fn status_files_are_not_read_as_repository_documents() {
+        let files = repo(&[("status/web.yaml", "kind: PlacementStatus\nnot: [valid for us"), ("README.md", "# hi")]);
+        assert!(findings(&files).is_empty());
+    }
+
+    #[test]
+    fn wrong_api_version() {
+        let files = repo(&[("namespaces/web.yaml", &PLACEMENT.replace("ferry.dev/v1alpha1", "ferry.dev/v1"))]);
+        let f = one(&files, Code::WrongKind);
+        assert_eq!((f.line, f.column, f.field.as_str()), (1, 13, "apiVersion"));
+        assert_eq!(f.message, "unsupported apiVersion `ferry.dev/v1`");
+    }
+
+    #[test]
+    fn wrong_kind_reported_instead_of_unknown_fields() {
+        // A Cluster document dropped into namespaces/: its fields are unknown to
+        // Placement, but the useful message is about the kind.
+        let files = repo(&[("namespaces/east.yaml", CLUSTER)]);
+        let fs = findings(&files);
+        assert!(fs.iter().any(|f| f.code == Code::WrongKind && f.file == "namespaces/east.yaml" && f.line == 2), "{fs:#?}");
+        assert!(!fs.iter().any(|f| f.code == Code::UnknownField), "{fs:#?}");
+    }
+
+    #[test]
+    fn invalid_cluster_label() {
+        let files = repo(&[("clusters/east.yaml", &CLUSTER.replace("  name: east\n", "  name: east\n  labels:\n    bad key: x\n"))]);
+        let f = one(&files, Code::InvalidLabel);
+        assert_eq!(f.field, "metadata.labels.bad key");
+        assert!(f.message.contains("label key `bad key`"), "{}", f.message);
+    }
+
+    #[test]
+    fn access_both_set() {
+        let files = repo(&[("clusters/east.yaml", &CLUSTER.replace("    kubeconfigContext: east\n", "    kubeconfigContext: east\n    kubeconfigSecret: {namespace: ferry, name: east}\n"))]);
+        let f = one(&files, Code::InvalidValue);
+        assert_eq!((f.line, f.column, f.field.as_str()), (7, 5, "spec.access"));
+        assert_eq!(f.message, "both `kubeconfigContext` and `kubeconfigSecret` are set");
+    }
+
+    #[test]
+    fn reserve_quantity() {
+        let files = repo(&[("clusters/east.yaml", &format!("{CLUSTER}  reserve:\n    memory: 4 GB\n"))]);
+        let f = one(&files, Code::InvalidValue);
+        assert_eq!((f.line, f.column, f.field.as_str()), (9, 13, "spec.reserve.memory"));
+        assert_eq!(f.message, "`4 GB` is not a Kubernetes quantity");
+    }
+
+    #[test]
+    fn settings_checks() {
+        let settings = "apiVersion: ferry.dev/v1alpha1\nkind: Settings\nspec:\n  status:\n    branch: \"my branch\"\n    path: ../outside\n  commitIdentity:\n    email: nobody\n  trustedSigningKeys:\n    - name: alice\n      publicKey: not-a-key\n";
+        let fs = findings(&repo(&[("ferry.yaml", settings)]));
+        let fields: Vec<&str> = fs.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["spec.status.branch", "spec.status.path", "spec.commitIdentity.email", "spec.trustedSigningKeys[0].publicKey"], "{fs:#?}");
+        let lines: Vec<u64> = fs.iter().map(|f| f.line).collect();
+        assert_eq!(lines, [5, 6, 8, 11]);
+        let key = fs.iter().find(|f| f.field.ends_with("publicKey")).unwrap();
+        assert_eq!((key.line, key.column), (11, 18));
+    }
+
+    #[test]
+    fn settings_unknown_field() {
+        let f = one(&repo(&[("ferry.yaml", "apiVersion: ferry.dev/v1alpha1\nkind: Settings\nspec:\n  status:\n    brnach: x\n")]), Code::UnknownField);
+        assert_eq!((f.file.as_str(), f.line, f.column, f.field.as_str()), ("ferry.yaml", 5, 5, "spec.status.brnach"));
+        assert!(f.hint.contains("branch"), "{}", f.hint);
+    }
+
+    #[test]
+    fn max_final_sync_without_pre_copy_is_a_warning() {
+        let files = repo(&[("namespaces/web.yaml", &format!("{PLACEMENT}  maxFinalSync: 30s\n"))]);
+        let (_, report) = validate(&files, None);
+        assert!(report.ok());
+        assert_eq!(report.warnings, 1);
+        assert_eq!(report.findings[0].field, "spec.maxFinalSync");
+    }
+
+    #[test]
+    fn hook_without_selector() {
+        let p = format!("{PLACEMENT}  hooks:\n    afterStart:\n      - name: check\n        selector: {{}}\n        command: [true]\n");
+        let f = one(&repo(&[("namespaces/web.yaml", &p)]), Code::MissingField);
+        assert_eq!(f.field, "spec.hooks.afterStart[0].selector");
+    }
+
+    #[test]
+    fn overlay_path_escaping_its_directory() {
+        let o = "apiVersion: ferry.dev/v1alpha1\nkind: Overlay\nresources:\n  - ../../clusters/east.yaml\n";
+        let f = one(&repo(&[("overlays/web/overlay.yaml", o)]), Code::InvalidValue);
+        assert_eq!((f.line, f.column, f.field.as_str()), (4, 5, "resources[0]"));
+        assert!(f.message.contains("leaves the overlay directory"));
+    }
+
+    #[test]
+    fn patch_with_both_path_and_inline() {
+        let o = "apiVersion: ferry.dev/v1alpha1\nkind: Overlay\npatches:\n  - path: a.yaml\n    patch: \"[]\"\n";
+        let f = one(&repo(&[("overlays/web/overlay.yaml", o), ("overlays/web/a.yaml", "[]")]), Code::InvalidValue);
+        assert_eq!(f.field, "patches[0]");
+    }
+
+    #[test]
+    fn file_in_wrong_place_is_a_warning() {
+        let f = one(&repo(&[("clusters/notes.txt", "hello")]), Code::IgnoredFile);
+        assert_eq!(f.severity, crate::model::Severity::Warning);
+    }
+
+    #[test]
+    fn removed_api_table() {
+        assert_eq!(removed_api("batch/v1beta1", "CronJob"), Some(("1.25", "batch/v1")));
+        assert_eq!(removed_api("extensions/v1beta1", "Ingress"), Some(("1.22", "networking.k8s.io/v1")));
+        assert_eq!(removed_api("apps/v1beta2", "Deployment"), Some(("1.16", "apps/v1")));
+        assert_eq!(removed_api("batch/v1", "CronJob"), None);
+        assert_eq!(removed_api("policy/v1", "PodDisruptionBudget"), None);
+    }
+
+    #[test]
+    fn templates_handle_a_first_placement_without_source() {
+        let o = OverlaySource {
+            resources: vec![TemplateFile {
+                file: "r.yaml".into(),
+                line_offset: 0,
+                text: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  from: \"{{ source.name if source else 'none' }}\"\n".into(),
+                field: "resources[0]".into(),
+            }],
+            ..Default::default()
+        };
+        let d = load(&repo(&[])).0;
+        let ctx = d.overlay_context("web", None).unwrap();
+        let out = overlay::apply_overlays(&o, &ctx, vec![]).unwrap();
+        assert_eq!(out[0]["data"]["from"], "none");
+    }
 }

@@ -44,7 +44,6 @@ pub fn split_documents<'a>(file: &'a str, text: &'a str) -> Vec<Doc<'a>> {
     let mut start = 0usize; // byte offset of the current document
     let mut start_line = 0u64; // lines before it
     let mut offset = 0usize;
-    let mut line_no = 0u64;
     let push = |from: usize, to: usize, lines_before: u64, docs: &mut Vec<Doc<'a>>| {
         let body = &text[from..to];
         let meaningful = body.lines().any(|l| {
@@ -55,7 +54,7 @@ pub fn split_documents<'a>(file: &'a str, text: &'a str) -> Vec<Doc<'a>> {
             docs.push(Doc { file, text: body, line_offset: lines_before });
         }
     };
-    for line in text.split_inclusive('\n') {
+    for (line_no, line) in (0u64..).zip(text.split_inclusive('\n')) {
         let bare = line.trim_end_matches(['\n', '\r']);
         let is_sep = bare == "---" || bare.starts_with("--- ") || bare == "...";
         if is_sep {
@@ -64,7 +63,6 @@ pub fn split_documents<'a>(file: &'a str, text: &'a str) -> Vec<Doc<'a>> {
             start_line = line_no + 1;
         }
         offset += line.len();
-        line_no += 1;
     }
     push(start, text.len(), start_line, &mut docs);
     docs

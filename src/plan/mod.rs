@@ -286,7 +286,7 @@ pub fn plan(desired: &Desired, observed: &Observed, base: Option<&Desired>) -> P
         }
     }
     for ns in previously {
-        if !desired.placements.contains_key(ns) && !presence.get(ns).is_some_and(|p| !p.live.is_empty()) {
+        if !desired.placements.contains_key(ns) && presence.get(ns).is_none_or(|p| p.live.is_empty()) {
             let notes = vec!["removed from the repository and not found live on any reachable cluster".to_string()];
             steps.push(Step { namespace: ns.to_string(), action: Action::Unmanaged { clusters: Vec::new() }, notes });
         }
