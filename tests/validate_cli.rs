@@ -376,3 +376,38 @@ fn plan_runs_without_clusters_from_an_observed_file() {
     assert_eq!(step("zookeeper")["action"], "suspended");
     assert_eq!(step("wordpress")["action"], "absent-everywhere");
 }
+
+#[test]
+fn plan_pr_mode_shows_only_changed_placements() {
+    let repo = Repo::new();
+    repo.edit("namespaces/mysql.yaml", "cluster: west", "cluster: east");
+    let dir = tempfile::tempdir().unwrap();
+    let observed = dir.path().join("observed.json");
+    std::fs::write(&observed, r#"{"clusters": {"east": {"namespaces": [{"name": "web"}]}, "west": {"namespaces": [{"name": "mysql", "pvcs": 3}]}}}"#).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["plan", "--repo"])
+        .arg(repo.path())
+        .arg("--base-dir")
+        .arg(example())
+        .arg("--observed")
+        .arg(&observed)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("mysql") && table.contains("migrate"), "{table}");
+    for other in ["wordpress", "cassandra", "guestbook", "zookeeper", " web "] {
+        assert!(!table.contains(other), "{other} is unchanged and must not be planned:\n{table}");
+    }
+    assert!(table.contains("migrate: 1"), "{table}");
+}
+
+#[test]
+fn plan_refuses_an_invalid_repository() {
+    let repo = Repo::new();
+    repo.edit("namespaces/mysql.yaml", "cluster: west", "cluster: nowhere");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry")).args(["plan", "--repo"]).arg(repo.path()).args(["--observed", "/dev/null"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown-cluster") && err.contains("namespaces/mysql.yaml:6:12"), "{err}");
+}

@@ -33,7 +33,7 @@ pub struct RepoFiles(pub BTreeMap<String, String>);
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The directory or a file in it could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Io {
         /// Path that failed.
         path: String,
