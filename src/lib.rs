@@ -9,12 +9,14 @@
 //! | [`kubeconfig`] | read/write kubeconfig files and build kube clients from contexts | disk |
 //! | [`labels`]  | label/annotation keys shared by all modules                  | -  |
 //! | [`cluster`] | the Kubernetes edge: discovery, export, server-side apply, headroom | kube |
+//! | [`model`]   | placement repository: types, loading from a file map, validation, status files | -  |
+//! | [`overlay`] | minijinja-rendered overlays: strategic-merge and JSON6902 patches, extra objects | -  |
+//! | [`plan`]    | pure planner: desired × observed → one step per namespace     | -  |
 //! | [`output`]  | shared CLI output helpers: tables, `-o json|yaml`               | stdout |
 //! | [`pipeline`] | the migration: journal, preflight, stages, rollback, `ferry migrate` | via cluster |
 //! | [`transform`] | pure object transforms of a migration: leave behind, strip, rewrite, order, cutover patches, preflight requirements | - |
 //! | [`repo`]    | Git (only importer of git2): fetch, read at commit, status commits + push, signatures, watch | git, network, disk |
 //! | [`metrics`] | Prometheus metrics of the agent, OpenMetrics text encoding     | -  |
-//! | [`output`]  | shared CLI output helpers: tables, `-o json|yaml`               | stdout |
 //! | [`webhook`] | forge webhooks: per-provider verify + parse (pure) → coalesced sync trigger; axum server with /healthz, /readyz, /metrics | HTTP |
 pub mod dev;
 pub mod kubeconfig;
@@ -26,3 +28,6 @@ pub mod transform;
 pub mod pipeline;
 pub mod repo;
 pub mod webhook;
+pub mod model;
+pub mod overlay;
+pub mod plan;

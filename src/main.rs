@@ -26,13 +26,10 @@ enum Command {
     /// Local multi-cluster harness made of real upstream Kubernetes components.
     #[command(subcommand)]
     Dev(DevCommand),
-    /// Validate a placement repository (not implemented yet: placement-repository issue).
-    Validate { path: PathBuf },
-    /// Show what Ferry would do for a placement commit (not implemented yet: placement-repository issue).
-    Plan {
-        #[arg(long)]
-        repo: String,
-    },
+    /// Validate a placement repository: exit 1 on any error.
+    Validate(ferry::model::cli::ValidateArgs),
+    /// Show what Ferry would do for a placement commit.
+    Plan(ferry::plan::cli::PlanArgs),
     /// Migrate one namespace between clusters: preflight, export, transform, apply,
     /// quiesce, volumes, cutover, verify, retire — resumable, rolled back on failure.
     Migrate(ferry::pipeline::cli::MigrateArgs),
@@ -139,7 +136,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dev(DevCommand::Binaries) => println!("{}", dev::binaries::ensure()?.display()),
         Command::Dev(DevCommand::Provisioner { state, cluster }) => dev::provisioner::run(&state.resolve(), &cluster).await?,
         Command::Migrate(args) => return ferry::pipeline::cli::run(args).await,
-        Command::Validate { .. } | Command::Plan { .. } | Command::Mover | Command::Agent => {
+        Command::Validate(args) => return ferry::model::cli::run(args).await,
+        Command::Plan(args) => return ferry::plan::cli::run(args).await,
+        Command::Mover | Command::Agent => {
             eprintln!("error: this command is not implemented yet");
             return Ok(ExitCode::from(2));
         }
