@@ -322,7 +322,25 @@ fn plan_one(
         return step(Action::Invalid { reason: format!("cluster `{dest}` is not defined") }, vec![]);
     }
     let mut notes: Vec<String> = p.retained.iter().map(|c| format!("retained copy on {c} (ignored)")).collect();
-    let live: Vec<&str> = p.live.iter().map(|(c, _)| *c).collect();
+    let mut live: Vec<&str> = p.live.iter().map(|(c, _)| *c).collect();
+    // A copy on the destination that a Ferry migration from another live copy
+    // created is that migration in progress (interrupted or running): resume
+    // it, do not call it a conflict.
+    if live.len() == 2 && !unreachable.contains_key(dest) {
+        let in_progress = p.live.iter().find(|(c, _)| *c == dest).and_then(|(_, o)| {
+            let src = o.labels.get(labels::SOURCE_CLUSTER)?;
+            (o.labels.contains_key(labels::MIGRATION) && src != dest && live.contains(&src.as_str())).then_some(src.as_str())
+        });
+        if let Some(src) = in_progress {
+            notes.push(format!("a migration {src} → {dest} is in progress; it resumes"));
+            live.retain(|c| *c != dest);
+            let o = p.live.iter().find(|(c, _)| *c == src).map(|(_, o)| *o).expect("source is live");
+            return step(
+                Action::Migrate { from: src.to_string(), to: dest.to_string(), objects: o.objects, pvcs: o.pvcs, bytes: o.storage_bytes, strategy, volumes },
+                notes,
+            );
+        }
+    }
     if live.len() > 1 {
         notes.insert(0, "live on several clusters: decide which copy is authoritative and remove the others".into());
         return step(Action::Conflict { clusters: live.iter().map(|c| c.to_string()).collect() }, notes);

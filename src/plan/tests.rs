@@ -271,3 +271,18 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn interrupted_migration_resumes_instead_of_conflicting() {
+    // Killed mid-migration: the source is still live, the destination copy
+    // was created by Ferry from that source.
+    let mut partial = ferry_made("web");
+    partial.labels.insert(labels::SOURCE_CLUSTER.into(), "east".into());
+    let p = plan(&desired(&[("web", "west", false)]), &observed(vec![ns("web")], vec![partial.clone()], vec![]), None);
+    assert!(matches!(action(&p, "web"), Action::Migrate { ref from, ref to, objects: 12, .. } if from == "east" && to == "west"), "{p:#?}");
+    assert!(p.step("web").unwrap().notes.iter().any(|n| n.contains("in progress")));
+    // A Ferry copy from a *different* source is still a conflict.
+    partial.labels.insert(labels::SOURCE_CLUSTER.into(), "north".into());
+    let p = plan(&desired(&[("web", "west", false)]), &observed(vec![ns("web")], vec![partial], vec![]), None);
+    assert!(matches!(action(&p, "web"), Action::Conflict { .. }));
+}
