@@ -408,3 +408,23 @@ fn plan_refuses_an_invalid_repository() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown-cluster") && err.contains("namespaces/mysql.yaml:6:12"), "{err}");
 }
+
+#[test]
+fn duplicate_key_in_a_placement() {
+    let repo = Repo::new();
+    repo.edit("namespaces/wordpress.yaml", "  cluster: east\n", "  cluster: east\n  cluster: west\n");
+    let run = validate(repo.path(), &[]);
+    // One error, and no orphan-overlay warning for wordpress's overlay on top of it.
+    assert_eq!(run.json["findings"].as_array().unwrap().len(), 1, "{}", run.stdout);
+    let f = only_error(&run);
+    assert_finding(f, "yaml-syntax", "namespaces/wordpress.yaml", 7, 3, "", "duplicate key `cluster`");
+}
+
+#[test]
+fn tab_indentation() {
+    let repo = Repo::new();
+    repo.edit("namespaces/wordpress.yaml", "  cluster: east", "\tcluster: east");
+    let run = validate(repo.path(), &[]);
+    assert_eq!(run.json["findings"].as_array().unwrap().len(), 1, "{}", run.stdout);
+    assert_finding(only_error(&run), "yaml-syntax", "namespaces/wordpress.yaml", 6, 2, "", "tabs disallowed");
+}

@@ -86,10 +86,20 @@ pub fn parse<T: DeserializeOwned>(doc: &Doc<'_>) -> Result<T, Finding> {
     if let Err(err) = serde_saphyr::from_str::<serde::de::IgnoredAny>(doc.text) {
         let (line, column) = location(&err);
         let pos = Pos { file: doc.file.to_string(), line: line + doc.line_offset, column };
+        let message = bare_message(&err);
+        if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+            let key = rest.split(',').next().unwrap_or(rest).trim();
+            return Err(pos.error(
+                Code::YamlSyntax,
+                "",
+                format!("duplicate key `{key}`"),
+                format!("a key may appear once per mapping: remove one of the `{key}` entries"),
+            ));
+        }
         return Err(pos.error(
             Code::YamlSyntax,
             "",
-            format!("YAML syntax error: {}", bare_message(&err)),
+            format!("YAML syntax error: {message}"),
             "fix the YAML syntax at this position (indentation, unclosed brackets or quotes, tabs)",
         ));
     }
@@ -289,6 +299,14 @@ mod tests {
         assert_eq!(err.code, Code::MissingField);
         assert_eq!(err.field, "items[1].id");
         assert_eq!((err.line, err.column), (4, 5));
+    }
+
+    #[test]
+    fn duplicate_key_is_named() {
+        let docs = split_documents("f.yaml", "name: a\nname: b\n");
+        let err = parse::<T>(&docs[0]).unwrap_err();
+        assert_eq!(err.message, "duplicate key `name`");
+        assert_eq!(err.line, 2);
     }
 
     #[test]
