@@ -165,11 +165,8 @@ fn missing_field() {
     let repo = Repo::new();
     repo.edit("namespaces/wordpress.yaml", "  cluster: east\n", "");
     let f = only_error(&validate(repo.path(), &[])).clone();
-    assert_eq!(f["code"], "missing-field");
-    assert_eq!(f["file"], "namespaces/wordpress.yaml");
-    assert_eq!(f["field"], "spec.cluster");
-    assert_eq!(f["message"], "missing required field `cluster`");
-    assert!(f["line"].as_u64().unwrap() >= 5, "points into spec: {f}");
+    // Points at `spec:`, the object that lacks the field.
+    assert_finding(&f, "missing-field", "namespaces/wordpress.yaml", 5, 1, "spec.cluster", "missing required field `cluster`");
     assert_eq!(hint(&f), "add `cluster` to this object");
 }
 
@@ -410,4 +407,24 @@ fn plan_refuses_an_invalid_repository() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown-cluster") && err.contains("namespaces/mysql.yaml:6:12"), "{err}");
+}
+
+#[test]
+fn duplicate_key_in_a_placement() {
+    let repo = Repo::new();
+    repo.edit("namespaces/wordpress.yaml", "  cluster: east\n", "  cluster: east\n  cluster: west\n");
+    let run = validate(repo.path(), &[]);
+    // One error, and no orphan-overlay warning for wordpress's overlay on top of it.
+    assert_eq!(run.json["findings"].as_array().unwrap().len(), 1, "{}", run.stdout);
+    let f = only_error(&run);
+    assert_finding(f, "yaml-syntax", "namespaces/wordpress.yaml", 7, 3, "", "duplicate key `cluster`");
+}
+
+#[test]
+fn tab_indentation() {
+    let repo = Repo::new();
+    repo.edit("namespaces/wordpress.yaml", "  cluster: east", "\tcluster: east");
+    let run = validate(repo.path(), &[]);
+    assert_eq!(run.json["findings"].as_array().unwrap().len(), 1, "{}", run.stdout);
+    assert_finding(only_error(&run), "yaml-syntax", "namespaces/wordpress.yaml", 6, 2, "", "tabs disallowed");
 }

@@ -118,6 +118,9 @@ pub struct StageStatus {
     /// RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// Wall time of the stage, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
     /// Objects handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objects: Option<u64>,
@@ -224,7 +227,7 @@ mod tests {
         s.from = Some("east".into());
         s.to = Some("west".into());
         s.downtime_ms = Some(1234);
-        s.stages.push(StageStatus { name: "volumes".into(), phase: "Succeeded".into(), started_at: None, finished_at: None, objects: None, bytes: Some(1 << 20), message: None });
+        s.stages.push(StageStatus { name: "volumes".into(), phase: "Succeeded".into(), started_at: None, finished_at: None, duration_ms: Some(2500), objects: None, bytes: Some(1 << 20), message: None });
         s.verification.push(VolumeVerification { pvc: "data-mysql-0".into(), algorithm: "blake3".into(), source_hash: "aa".into(), destination_hash: "aa".into(), bytes: 1 << 20, files: 3 });
         s.errors.push(StatusError { stage: "apply".into(), message: "conflict".into(), causes: vec!["already exists".into()], transient: true, at: "2026-01-01T00:00:00Z".into() });
         let yaml = s.to_yaml().unwrap();

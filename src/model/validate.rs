@@ -388,6 +388,18 @@ fn load_overlay(files: &RepoFiles, ns: &str, doc: &Doc<'_>, d: &mut Desired, out
     d.overlays.insert(ns.to_string(), src);
 }
 
+/// Names a broken placement document probably meant: its `metadata.name` if
+/// the YAML parses, else every `name:` value and the file stem. Only used to
+/// avoid piling "orphan overlay" warnings on top of the real error.
+fn guess_names(path: &str, text: &str) -> Vec<String> {
+    if let Some(name) = serde_saphyr::from_str::<NameOnly>(text).ok().and_then(|n| n.metadata).and_then(|m| m.name) {
+        return vec![name];
+    }
+    let stem = path.rsplit('/').next().unwrap_or(path).trim_end_matches(".yaml").trim_end_matches(".yml").to_string();
+    let names = text.lines().filter_map(|l| l.trim().strip_prefix("name:")).map(|v| v.trim().trim_matches(['"', '\'']).to_string());
+    std::iter::once(stem).chain(names).collect()
+}
+
 /// Just the name of a document, read leniently.
 #[derive(serde::Deserialize)]
 struct NameOnly {
@@ -431,9 +443,12 @@ pub fn load(files: &RepoFiles) -> (Desired, Vec<Finding>) {
                 continue;
             }
             for doc in split_documents(path, text) {
-                let name = load_placement(&doc, &mut d, &mut placements_seen, &mut out)
-                    .or_else(|| serde_saphyr::from_str::<NameOnly>(doc.text).ok().and_then(|n| n.metadata).and_then(|m| m.name));
-                mentioned.extend(name);
+                match load_placement(&doc, &mut d, &mut placements_seen, &mut out) {
+                    Some(name) => {
+                        mentioned.insert(name);
+                    }
+                    None => mentioned.extend(guess_names(path, doc.text)),
+                }
             }
         } else if let Some((ns, file)) = path.strip_prefix("overlays/").and_then(|r| r.split_once('/'))
             && file == OVERLAY_FILE

@@ -86,16 +86,97 @@ pub fn parse<T: DeserializeOwned>(doc: &Doc<'_>) -> Result<T, Finding> {
     if let Err(err) = serde_saphyr::from_str::<serde::de::IgnoredAny>(doc.text) {
         let (line, column) = location(&err);
         let pos = Pos { file: doc.file.to_string(), line: line + doc.line_offset, column };
+        let message = bare_message(&err);
+        if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+            let key = rest.split(',').next().unwrap_or(rest).trim();
+            return Err(pos.error(
+                Code::YamlSyntax,
+                "",
+                format!("duplicate key `{key}`"),
+                format!("a key may appear once per mapping: remove one of the `{key}` entries"),
+            ));
+        }
         return Err(pos.error(
             Code::YamlSyntax,
             "",
-            format!("YAML syntax error: {}", bare_message(&err)),
+            format!("YAML syntax error: {message}"),
             "fix the YAML syntax at this position (indentation, unclosed brackets or quotes, tabs)",
         ));
     }
-    let (line, column) = location(&typed_err);
+    let (mut line, mut column) = location(&typed_err);
+    let message = bare_message(&typed_err);
+    // serde reports a missing field where the mapping ends; the mapping's own
+    // key is where a person looks for it.
+    if message.starts_with("missing field")
+        && path != "."
+        && let Some(at) = key_position(doc.text, &path)
+    {
+        (line, column) = at;
+    }
     let pos = Pos { file: doc.file.to_string(), line: line + doc.line_offset, column };
-    Err(typed_error(pos, &path, &bare_message(&typed_err)))
+    Err(typed_error(pos, &path, &message))
+}
+
+/// Line and column (1-based) of the key (or sequence item) at `path`
+/// (`spec.hooks.beforeQuiesce[0]`, as serde_path_to_error prints paths).
+pub fn key_position(text: &str, path: &str) -> Option<(u64, u64)> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+    enum Frame {
+        Map { path: String, key: Option<String> },
+        Seq { path: String, index: usize },
+    }
+    let join = |base: &str, key: &str| if base.is_empty() { key.to_string() } else { format!("{base}.{key}") };
+    let mut stack: Vec<Frame> = Vec::new();
+    for ev in Parser::new_from_str(text) {
+        let (event, span) = ev.ok()?;
+        let at = (span.start.line() as u64, span.start.col() as u64 + 1);
+        // Path of the node this event starts, if it is a node; keys are handled in place.
+        let node_path = match &event {
+            Event::Scalar(..) | Event::MappingStart(..) | Event::SequenceStart(..) | Event::Alias(..) => match stack.last_mut() {
+                None => Some(String::new()),
+                Some(Frame::Map { path: base, key }) => match key {
+                    None => {
+                        let k = if let Event::Scalar(v, ..) = &event { v.to_string() } else { "?".into() };
+                        if join(base, &k) == path {
+                            return Some(at);
+                        }
+                        *key = Some(k);
+                        if matches!(event, Event::Scalar(..)) {
+                            continue;
+                        }
+                        None
+                    }
+                    Some(k) => Some(join(base, k)),
+                },
+                Some(Frame::Seq { path: base, index }) => {
+                    let p = format!("{base}[{index}]");
+                    if p == path {
+                        return Some(at);
+                    }
+                    Some(p)
+                }
+            },
+            _ => None,
+        };
+        match event {
+            Event::MappingStart(..) => stack.push(Frame::Map { path: node_path.unwrap_or_default(), key: None }),
+            Event::SequenceStart(..) => stack.push(Frame::Seq { path: node_path.unwrap_or_default(), index: 0 }),
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+                complete(&mut stack);
+            }
+            Event::Scalar(..) | Event::Alias(..) => complete(&mut stack),
+            _ => {}
+        }
+    }
+    fn complete(stack: &mut [Frame]) {
+        match stack.last_mut() {
+            Some(Frame::Map { key, .. }) => *key = None,
+            Some(Frame::Seq { index, .. }) => *index += 1,
+            None => {}
+        }
+    }
+    None
 }
 
 fn location(err: &serde_saphyr::Error) -> (u64, u64) {
@@ -198,6 +279,34 @@ mod tests {
         assert_eq!(err.code, Code::YamlSyntax);
         assert!(err.message.starts_with("YAML syntax error"), "{}", err.message);
         assert!(err.line >= 2, "{err}");
+    }
+
+    #[test]
+    fn key_positions() {
+        let text = "a: 1\nspec:\n  hooks:\n    - name: x\n      sel: {k: v}\n    - name: y\n  other: [1, 2]\n";
+        assert_eq!(key_position(text, "spec"), Some((2, 1)));
+        assert_eq!(key_position(text, "spec.hooks"), Some((3, 3)));
+        assert_eq!(key_position(text, "spec.hooks[1]"), Some((6, 7)));
+        assert_eq!(key_position(text, "spec.hooks[0].sel.k"), Some((5, 13)));
+        assert_eq!(key_position(text, "spec.other"), Some((7, 3)));
+        assert_eq!(key_position(text, "spec.nothing"), None);
+    }
+
+    #[test]
+    fn missing_field_points_at_the_parent_key() {
+        let docs = split_documents("f.yaml", "name: a\nitems:\n  - id: 1\n  - {}\n");
+        let err = parse::<T>(&docs[0]).unwrap_err();
+        assert_eq!(err.code, Code::MissingField);
+        assert_eq!(err.field, "items[1].id");
+        assert_eq!((err.line, err.column), (4, 5));
+    }
+
+    #[test]
+    fn duplicate_key_is_named() {
+        let docs = split_documents("f.yaml", "name: a\nname: b\n");
+        let err = parse::<T>(&docs[0]).unwrap_err();
+        assert_eq!(err.message, "duplicate key `name`");
+        assert_eq!(err.line, 2);
     }
 
     #[test]
