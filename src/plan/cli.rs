@@ -5,22 +5,34 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::{Observed, plan, table};
-use crate::model::{RepoFiles, load_valid};
+use crate::cluster::observe::{Credentials, connect_all, observe};
+use crate::model::{Desired, RepoFiles, load_valid};
 use crate::output::{OutputFormat, print_structured};
+use crate::repo::cli::RepoArgs;
 
 /// Arguments of `ferry plan`.
 #[derive(clap::Args, Debug)]
 pub struct PlanArgs {
-    /// Working directory of the placement repository.
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Commit to plan (default: the branch head; a local directory without --rev is read as it is on disk).
     #[arg(long)]
-    pub repo: PathBuf,
-    /// Observed cluster state as a JSON or YAML file (see `plan::Observed`),
-    /// instead of reading the clusters.
+    pub rev: Option<String>,
+    /// Base commit: plan only namespaces whose placement changed between --base and --rev (the plan of a PR).
+    #[arg(long)]
+    pub base: Option<String>,
+    /// Working directory of the base commit (PR mode without Git).
+    #[arg(long, conflicts_with = "base")]
+    pub base_dir: Option<PathBuf>,
+    /// Observed cluster state as a JSON or YAML file (see `plan::Observed`), instead of reading the clusters.
     #[arg(long)]
     pub observed: Option<PathBuf>,
-    /// Working directory of the base commit: plan only namespaces whose placement changed (PR mode).
+    /// Kubeconfig with a context per cluster (`access.kubeconfigContext`); default $KUBECONFIG.
+    #[arg(long, env = "FERRY_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Directory with one kubeconfig file per cluster, named after it.
     #[arg(long)]
-    pub base_dir: Option<PathBuf>,
+    pub kubeconfig_dir: Option<PathBuf>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -35,17 +47,49 @@ pub fn read_observed(path: &std::path::Path) -> anyhow::Result<Observed> {
     serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.without_snippet()))
 }
 
-/// Run `ferry plan` against a working directory and an observed-state file.
+fn load(files: &RepoFiles, what: &str) -> anyhow::Result<Desired> {
+    load_valid(files).with_context(|| format!("{what}: run `ferry validate` for every finding"))
+}
+
+/// Run `ferry plan`.
 pub async fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let desired = load_valid(&RepoFiles::from_dir(&args.repo)?).context("run `ferry validate` for every finding")?;
-    let base = match &args.base_dir {
-        Some(dir) => Some(load_valid(&RepoFiles::from_dir(dir)?).context("base commit")?),
-        None => None,
+    let (desired, base) = match (args.repo.working_dir(), &args.rev, &args.base) {
+        (Some(dir), None, None) => {
+            let base = match &args.base_dir {
+                Some(b) => Some(load(&RepoFiles::from_dir(b)?, "base directory")?),
+                None => None,
+            };
+            (load(&RepoFiles::from_dir(dir)?, "working directory")?, base)
+        }
+        _ => {
+            let repo = args.repo.open().await?;
+            let (rev, base) = (args.rev.clone(), args.base.clone());
+            tokio::task::spawn_blocking(move || -> anyhow::Result<(Desired, Option<Desired>)> {
+                let head = repo.fetch()?;
+                let commit = match &rev {
+                    Some(r) => repo.resolve(r)?,
+                    None => head,
+                };
+                let desired = load(&RepoFiles(repo.read_files_at(commit, "")?), &format!("commit {commit}"))?;
+                let base = match &base {
+                    Some(b) => {
+                        let oid = repo.resolve(b)?;
+                        Some(load(&RepoFiles(repo.read_files_at(oid, "")?), &format!("base commit {oid}"))?)
+                    }
+                    None => None,
+                };
+                Ok((desired, base))
+            })
+            .await??
+        }
     };
-    let Some(observed_path) = &args.observed else {
-        anyhow::bail!("reading live clusters is not wired into `ferry plan` yet: pass --observed FILE");
+    let observed = match &args.observed {
+        Some(path) => read_observed(path)?,
+        None => {
+            let creds = Credentials { kubeconfig: args.kubeconfig.clone(), kubeconfig_dir: args.kubeconfig_dir.clone() };
+            observe(&connect_all(&desired, &creds).await).await
+        }
     };
-    let observed = read_observed(observed_path)?;
     let p = plan(&desired, &observed, base.as_ref());
     match args.output {
         OutputFormat::Table => {

@@ -14,6 +14,7 @@
 //! Caveat: libgit2 pushes to `file://` remotes in-process, so the remote's
 //! server-side hooks do not run there; they do over SSH and HTTPS.
 mod auth;
+pub mod cli;
 mod error;
 mod pr;
 pub mod signature;
@@ -184,9 +185,17 @@ impl GitRepo {
     }
 
     /// Resolve a revision (full or abbreviated SHA, `origin/branch`, `HEAD~1` …) to a commit.
+    /// The clone is bare and has no HEAD of its own: `HEAD` means the fetched
+    /// head of the placement branch, and a bare branch name its remote branch.
     pub fn resolve(&self, rev: &str) -> Result<Oid, RepoError> {
         let err = |source| RepoError::Resolve { url: self.url_shown.clone(), rev: rev.to_string(), source };
-        let obj = self.repo.revparse_single(rev).map_err(err)?;
+        let spec = match rev.strip_prefix("HEAD") {
+            Some(rest) => format!("refs/remotes/{REMOTE}/{}{rest}", self.source.branch),
+            None => rev.to_string(),
+        };
+        let obj = self.repo.revparse_single(&spec)
+            .or_else(|e| self.repo.revparse_single(&format!("refs/remotes/{REMOTE}/{rev}")).map_err(|_| e))
+            .map_err(err)?;
         Ok(obj.peel_to_commit().map_err(err)?.id())
     }
 
