@@ -332,3 +332,58 @@ async fn crash_after_volumes_resumes() { crash_then_resume("crash-after:volumes"
 async fn crash_after_cutover_resumes() { crash_then_resume("crash-after:cutover").await }
 #[tokio::test]
 async fn crash_after_verify_resumes() { crash_then_resume("crash-after:verify").await }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() { copy_dir(&e.path(), &dest) } else { std::fs::copy(e.path(), &dest).unwrap(); }
+    }
+}
+
+#[tokio::test]
+async fn placement_repo_supplies_clusters_overlays_and_retention() {
+    let h = harness();
+    let ns = guestbook(h, "mig-repo").await;
+    let _west = TestNamespace::adopt(h, &ns.name, "west");
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("placement");
+    copy_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/placement-repo"), &repo);
+    std::fs::write(
+        repo.join(format!("namespaces/{}.yaml", ns.name)),
+        format!("apiVersion: ferry.dev/v1alpha1\nkind: Placement\nmetadata:\n  name: {}\nspec:\n  cluster: west\n  retention: 1h\n", ns.name),
+    )
+    .unwrap();
+    copy_dir(&repo.join("overlays/guestbook"), &repo.join(format!("overlays/{}", ns.name)));
+    let kdir = tmp.path().join("kubeconfigs");
+    std::fs::create_dir_all(&kdir).unwrap();
+    for c in ["east", "west"] {
+        std::fs::copy(h.state.join(c).join("admin.kubeconfig"), kdir.join(c)).unwrap();
+    }
+    let run = |extra: &[&str]| {
+        std::process::Command::new(support::ferry_bin())
+            .args(["migrate", &ns.name, "--from", "east", "--repo", repo.to_str().unwrap(), "--kubeconfig-dir", kdir.to_str().unwrap(), "-o", "json"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let wrong = run(&["--to", "east"]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("places"), "{}", text(&wrong));
+
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let journal: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(journal["to"], "west");
+    // The overlay, rendered with west's variables from the repository.
+    let svc = get_json(h, "west", &["service", "frontend", "-n", &ns.name]);
+    assert_eq!(svc["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"], "guestbook.west.example.com");
+    assert_eq!(svc["metadata"]["labels"]["ferry.dev/source-cluster"], "east");
+    // Retention from the placement: about an hour from now.
+    let nsobj = get_json(h, "east", &["namespace", &ns.name]);
+    let until = nsobj["metadata"]["annotations"]["ferry.dev/retain-until"].as_str().unwrap();
+    let until = time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339).unwrap();
+    let left = until - time::OffsetDateTime::now_utc();
+    assert!(left > time::Duration::minutes(55) && left <= time::Duration::minutes(60), "{left}");
+}

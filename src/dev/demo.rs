@@ -45,6 +45,7 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
         ready_timeout: Duration::from_secs(120),
         keep_load_balancer_ips: false,
         reserve: (0, 0),
+        overlay: None,
     };
     let console = Console::default();
     let journal = Migration { spec, source: from, dest: to, progress: &console }.run().await?;

@@ -20,12 +20,23 @@ pub struct MigrateArgs {
     /// Source cluster (a kubeconfig context).
     #[arg(long)]
     pub from: String,
-    /// Destination cluster (a kubeconfig context).
+    /// Destination cluster (a kubeconfig context). With --repo: default the placement's cluster.
     #[arg(long)]
-    pub to: String,
+    pub to: Option<String>,
     /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
     #[arg(long, env = "FERRY_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// Placement repository (local directory or Git URL): clusters are reached as its
+    /// cluster definitions say, and its storage-class map, reserve, retention and
+    /// overlays apply.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Branch of --repo when it is a Git URL.
+    #[arg(long, default_value = "main", requires = "repo")]
+    pub branch: String,
+    /// Directory with one kubeconfig per cluster, named after it (with --repo).
+    #[arg(long, requires = "repo")]
+    pub kubeconfig_dir: Option<PathBuf>,
     /// Map a source StorageClass to a destination one, e.g. `fast=standard` (repeatable).
     #[arg(long = "storage-class-map", value_parser = parse_pair)]
     pub storage_class_map: Vec<(String, String)>,
@@ -58,13 +69,17 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 
 /// Run `ferry migrate`. Exit codes: 0 done, 3 preflight refused, 4 failed and rolled back, 1 other errors.
 pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    if let Some(repo) = &args.repo {
+        return run_with_repo(&args, repo).await;
+    }
+    let to = args.to.clone().context("--to is required without --repo")?;
     let kubeconfig = crate::kubeconfig::resolve_path(args.kubeconfig.as_deref())
         .context("no kubeconfig: pass --kubeconfig or set KUBECONFIG")?;
-    if args.from == args.to {
+    if args.from == to {
         anyhow::bail!("--from and --to are both {:?}: a namespace moves between two different clusters", args.from);
     }
     let source = Cluster::connect(&args.from, &kubeconfig, &args.from).await?;
-    let dest = Cluster::connect(&args.to, &kubeconfig, &args.to).await?;
+    let dest = Cluster::connect(&to, &kubeconfig, &to).await?;
     let spec = Spec {
         namespace: args.namespace.clone(),
         placement_commit: args.placement_commit.clone(),
@@ -77,16 +92,66 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
             crate::transform::quantity::millicores(&args.reserve_cpu).with_context(|| format!("--reserve-cpu {:?} is not a quantity", args.reserve_cpu))?,
             crate::transform::quantity::bytes(&args.reserve_memory).with_context(|| format!("--reserve-memory {:?} is not a quantity", args.reserve_memory))?,
         ),
+        overlay: None,
     };
+    execute(spec, &source, &dest, args.output).await
+}
+
+/// `--repo`: the placement repository says where `--to` is and how to move.
+async fn run_with_repo(args: &MigrateArgs, repo: &str) -> anyhow::Result<ExitCode> {
+    use crate::model::{RepoFiles, load_valid};
+    let repo_args = crate::repo::cli::RepoArgs {
+        repo: repo.to_string(),
+        branch: args.branch.clone(),
+        ssh_key: None,
+        known_hosts: None,
+        accept_new_host_keys: false,
+        token_env: None,
+        ca_file: None,
+        cache_dir: None,
+    };
+    let (files, commit) = match repo_args.working_dir() {
+        Some(dir) => (RepoFiles::from_dir(dir)?, args.placement_commit.clone()),
+        None => {
+            let git = repo_args.open().await?;
+            tokio::task::spawn_blocking(move || -> anyhow::Result<(RepoFiles, String)> {
+                let head = git.fetch()?;
+                Ok((RepoFiles(git.read_files_at(head, "")?), head.to_string()))
+            })
+            .await??
+        }
+    };
+    let desired = load_valid(&files).context("the placement repository is invalid: run `ferry validate` for every finding")?;
+    let placed = desired.placements.get(&args.namespace).map(|p| p.spec.cluster.value.clone())
+        .with_context(|| format!("namespace {} has no placement in {repo}", args.namespace))?;
+    let to = args.to.clone().unwrap_or_else(|| placed.clone());
+    if to != placed {
+        anyhow::bail!("the repository places {} on {placed}, not {to}: change the placement (or drop --to)", args.namespace);
+    }
+    if args.from == to {
+        anyhow::bail!("{} is placed on {to}, which is also --from: nothing to move", args.namespace);
+    }
+    let creds = crate::cluster::observe::Credentials { kubeconfig: args.kubeconfig.clone(), kubeconfig_dir: args.kubeconfig_dir.clone() };
+    let source = crate::cluster::observe::connect(&desired, &args.from, &creds).await?;
+    let dest = crate::cluster::observe::connect(&desired, &to, &creds).await?;
+    let mut spec = Spec::from_placement(&desired, &args.namespace, &args.from, &commit)?;
+    spec.ready_timeout = args.ready_timeout;
+    for (k, v) in &args.storage_class_map {
+        spec.storage_class_map.insert(k.clone(), v.clone());
+    }
+    execute(spec, &source, &dest, args.output).await
+}
+
+async fn execute(spec: Spec, source: &Cluster, dest: &Cluster, output: OutputFormat) -> anyhow::Result<ExitCode> {
     let console = progress::Console::default();
-    let m = Migration { spec, source: &source, dest: &dest, progress: &console };
+    let m = Migration { spec, source, dest, progress: &console };
     match m.run().await {
         Ok(journal) => {
-            print_journal(&journal, args.output)?;
+            print_journal(&journal, output)?;
             Ok(ExitCode::SUCCESS)
         }
-        Err(MigrateError::RolledBack { journal, .. }) if args.output != OutputFormat::Table => {
-            print_journal(&journal, args.output)?;
+        Err(MigrateError::RolledBack { journal, .. }) if output != OutputFormat::Table => {
+            print_journal(&journal, output)?;
             Ok(ExitCode::from(4))
         }
         Err(e) => {

@@ -44,6 +44,52 @@ pub struct Spec {
     pub keep_load_balancer_ips: bool,
     /// Destination headroom the cluster definition keeps free: (cpu millicores, memory bytes).
     pub reserve: (i128, i128),
+    /// The placement repository's overlay for this namespace, with its template context.
+    pub overlay: Option<(crate::overlay::OverlaySource, crate::overlay::OverlayContext)>,
+}
+
+impl Spec {
+    /// The migration a placement asks for: `namespace` from `source` to its placed cluster.
+    pub fn from_placement(desired: &crate::model::Desired, namespace: &str, source: &str, placement_commit: &str) -> anyhow::Result<Spec> {
+        let placement = desired.placements.get(namespace)
+            .ok_or_else(|| anyhow::anyhow!("namespace {namespace} has no placement in the repository"))?;
+        let dest = &placement.spec.cluster.value;
+        let cluster = desired.clusters.get(dest)
+            .ok_or_else(|| anyhow::anyhow!("{}: cluster {dest} is not defined", placement.file))?;
+        let q = |v: &Option<serde_saphyr::Spanned<String>>, millis: bool| -> anyhow::Result<i128> {
+            match v {
+                None => Ok(0),
+                Some(s) => {
+                    let parsed = if millis { transform::quantity::millicores(&s.value) } else { transform::quantity::bytes(&s.value) };
+                    parsed.ok_or_else(|| anyhow::anyhow!("{}: spec.reserve: {:?} is not a quantity", cluster.file, s.value))
+                }
+            }
+        };
+        let reserve = match &cluster.spec.reserve {
+            Some(r) => (q(&r.cpu, true)?, q(&r.memory, false)?),
+            None => (0, 0),
+        };
+        let retention = humantime::parse_duration(&placement.spec.retention.value)
+            .map_err(|e| anyhow::anyhow!("{}: spec.retention {:?}: {e}", placement.file, placement.spec.retention.value))?;
+        let overlay = match (desired.overlays.get(namespace), desired.overlay_context(namespace, Some(source))) {
+            (Some(o), Some(ctx)) => Some((o.clone(), ctx)),
+            _ => None,
+        };
+        Ok(Spec {
+            namespace: namespace.to_string(),
+            placement_commit: placement_commit.to_string(),
+            storage_class_map: cluster.spec.storage_classes.clone(),
+            volume_mode: match placement.spec.volumes {
+                crate::model::VolumeMode::Copy => VolumeMode::Copy,
+                crate::model::VolumeMode::Reattach => VolumeMode::Reattach,
+            },
+            retention,
+            ready_timeout: Duration::from_secs(300),
+            keep_load_balancer_ips: false,
+            reserve,
+            overlay,
+        })
+    }
 }
 
 /// Why a migration did not complete.
@@ -237,7 +283,19 @@ impl Migration<'_> {
             volume_mode: self.spec.volume_mode,
         };
         let exported = objects.len();
-        let out = transform::transform_namespace(objects, &ctx)?;
+        let mut out = transform::transform_namespace(objects, &ctx)?;
+        if let Some((overlay, octx)) = &self.spec.overlay {
+            // Overlays see (and may add to) the transformed objects; what they
+            // add carries provenance too, and requirements cover it.
+            let mut apply = crate::overlay::apply_overlays(overlay, octx, std::mem::take(&mut out.apply))
+                .map_err(|e| anyhow::anyhow!("overlay of {}: {e}", self.spec.namespace))?;
+            for o in &mut apply {
+                transform::rewrite::add_provenance(o, &ctx);
+            }
+            transform::order::sort_for_apply(&mut apply);
+            out.requirements = transform::requirements::requirements(&apply)?;
+            out.apply = apply;
+        }
         Ok(Prepared { exported, out, skipped_types })
     }
 
