@@ -5,6 +5,7 @@
 //!
 //! | module      | what it does                                                   | IO |
 //! |-------------|----------------------------------------------------------------|----|
+//! | [`agent`]   | the long-running loop: trigger → fetch → validate → plan → migrate → status commits | all, via the edges |
 //! | [`dev`]     | local multi-cluster harness: build/run etcd, apiserver, kcm, scheduler, kwok, a hostPath provisioner | processes, disk |
 //! | [`kubeconfig`] | read/write kubeconfig files and build kube clients from contexts | disk |
 //! | [`labels`]  | label/annotation keys shared by all modules                  | -  |
@@ -18,6 +19,7 @@
 //! | [`repo`]    | Git (only importer of git2): fetch, read at commit, status commits + push, signatures, watch | git, network, disk |
 //! | [`metrics`] | Prometheus metrics of the agent, OpenMetrics text encoding     | -  |
 //! | [`webhook`] | forge webhooks: per-provider verify + parse (pure) → coalesced sync trigger; axum server with /healthz, /readyz, /metrics | HTTP |
+pub mod agent;
 pub mod dev;
 pub mod kubeconfig;
 pub mod labels;

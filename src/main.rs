@@ -35,8 +35,8 @@ enum Command {
     Migrate(ferry::pipeline::cli::MigrateArgs),
     /// Volume data mover (not implemented yet: volume issue).
     Mover,
-    /// Run as a long-lived GitOps agent (not implemented yet: agent issue).
-    Agent,
+    /// Run as a long-lived GitOps agent: follow the placement repository, migrate, commit status.
+    Agent(ferry::agent::AgentArgs),
 }
 
 #[derive(Subcommand)]
@@ -138,7 +138,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => return ferry::pipeline::cli::run(args).await,
         Command::Validate(args) => return ferry::model::cli::run(args).await,
         Command::Plan(args) => return ferry::plan::cli::run(args).await,
-        Command::Mover | Command::Agent => {
+        Command::Agent(args) => return ferry::agent::run_cli(args).await,
+        Command::Mover => {
             eprintln!("error: this command is not implemented yet");
             return Ok(ExitCode::from(2));
         }

@@ -48,7 +48,7 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
         overlay: None,
     };
     let console = Console::default();
-    let journal = Migration { spec, source: from, dest: to, progress: &console }.run().await?;
+    let journal = Migration { spec, source: from, dest: to, progress: &console, stop: None }.run().await?;
     println!(
         "\nmigration {} done: {} stages, downtime {:.1}s; {} objects verified on {}",
         journal.migration_id,

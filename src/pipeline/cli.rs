@@ -144,7 +144,7 @@ async fn run_with_repo(args: &MigrateArgs, repo: &str) -> anyhow::Result<ExitCod
 
 async fn execute(spec: Spec, source: &Cluster, dest: &Cluster, output: OutputFormat) -> anyhow::Result<ExitCode> {
     let console = progress::Console::default();
-    let m = Migration { spec, source, dest, progress: &console };
+    let m = Migration { spec, source, dest, progress: &console, stop: None };
     match m.run().await {
         Ok(journal) => {
             print_journal(&journal, output)?;

@@ -105,6 +105,8 @@ pub enum MigrateError {
     RolledBack { id: String, stage: Stage, message: String, journal: Box<Journal> },
     #[error("migration failed at stage {stage}: {source}")]
     Stage { stage: Stage, #[source] source: anyhow::Error },
+    #[error("migration {id} stopped before stage {stage} because Ferry is shutting down; it resumes on the next run")]
+    Interrupted { id: String, stage: Stage },
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error(transparent)]
@@ -124,6 +126,9 @@ pub struct Migration<'a> {
     pub source: &'a Cluster,
     pub dest: &'a Cluster,
     pub progress: &'a dyn Progress,
+    /// Set when the process is asked to stop: the run ends at the next stage
+    /// boundary with everything journaled, and resumes on the next start.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 fn new_migration_id(namespace: &str) -> String {
@@ -202,6 +207,9 @@ impl Migration<'_> {
         let mut first_write = stored.journal.next == Stage::Preflight;
         while stored.journal.next != Stage::Done {
             let stage = stored.journal.next;
+            if !first_write && self.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+                return Err(MigrateError::Interrupted { id: stored.journal.migration_id.clone(), stage });
+            }
             self.progress.started(stage);
             let result = self.stage(stage, &mut stored, &mut prepared).await;
             match result {

@@ -1,0 +1,392 @@
+//! `ferry agent`: follow the placement repository and act on it.
+//!
+//! One loop is the single writer: trigger (interval with jitter, or a
+//! webhook) → fetch → validate → check signatures → observe the clusters →
+//! plan → run migrations (one per namespace, a bounded number at once) →
+//! status files committed to the status branch after every stage. Webhooks
+//! only wake the loop. Ferry's own status commits are skipped when finding the
+//! placement commit, so they never cause work. Interrupted migrations are found
+//! again by the planner (the destination copy names its source) and resume
+//! from their journal.
+pub mod status;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use futures::StreamExt;
+use tokio::sync::{Mutex, mpsc};
+
+use crate::cluster::observe::{Credentials, connect_all, observe};
+use crate::metrics::Metrics;
+use crate::model::status::{HistoryEntry, NamespaceStatus, Phase};
+use crate::model::{Desired, RepoFiles};
+use crate::pipeline::journal::{Journal, Stage};
+use crate::pipeline::progress::Progress;
+use crate::pipeline::{MigrateError, Migration, Spec};
+use crate::plan::{Action, Step};
+use crate::repo::{GitRepo, Oid, TrustedKeys};
+use crate::webhook::{Readiness, ServerState, Target, WebhookSpec};
+use status::{RepositoryStatus, StatusWriter};
+
+/// How the agent runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub repo: crate::repo::cli::RepoArgs,
+    pub credentials: Credentials,
+    pub interval: Duration,
+    /// Address for webhooks, /healthz, /readyz and /metrics.
+    pub listen: Option<SocketAddr>,
+    pub webhooks: WebhookSpec,
+    /// Run one sync and exit.
+    pub once: bool,
+    pub max_concurrent: usize,
+    pub ready_timeout: Duration,
+}
+
+/// What one sync did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SyncReport {
+    pub commit: Option<String>,
+    pub skipped_unchanged: bool,
+    pub invalid: bool,
+    pub migrations: BTreeMap<String, String>,
+}
+
+/// The running agent.
+pub struct Agent {
+    opts: Options,
+    repo: Arc<Mutex<GitRepo>>,
+    pub metrics: Arc<Metrics>,
+    last_synced: Option<Oid>,
+    /// (namespace, placement commit) whose migration failed: not retried until a new commit.
+    failed: BTreeSet<(String, String)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Agent {
+    /// Open (clone or fetch) the repository.
+    pub async fn new(opts: Options) -> anyhow::Result<Agent> {
+        let repo = opts.repo.open().await.context("opening the placement repository")?;
+        Ok(Agent { opts, repo: Arc::new(Mutex::new(repo)), metrics: Arc::new(Metrics::new()), last_synced: None, failed: BTreeSet::new(), stop: Arc::new(AtomicBool::new(false)) })
+    }
+
+    /// Run until `shutdown` resolves (SIGTERM/ctrl-c at the binary's edge). A
+    /// migration that is running then stops at its next stage boundary, journaled,
+    /// and resumes on the next start.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let readiness = Readiness::default();
+        let (triggers, mut wake) = crate::webhook::trigger_channel();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.store(true, Ordering::SeqCst);
+            let _ = stop_tx.send(true);
+        });
+        if let Some(addr) = self.opts.listen {
+            let target = Target { repo_url: self.repo_url(), branch: self.opts.repo.branch.clone() };
+            let config = self.opts.webhooks.resolve("webhooks", &target)?;
+            let state = ServerState::new(config, triggers, self.metrics.clone(), readiness.clone());
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+            tracing::info!(address = %listener.local_addr()?, "serving webhooks, /healthz, /readyz, /metrics");
+            let mut stop_rx = stop_rx.clone();
+            tokio::spawn(async move {
+                let _ = crate::webhook::serve(listener, crate::webhook::router(state), async move { let _ = stop_rx.wait_for(|s| *s).await; }).await;
+            });
+        }
+        loop {
+            match self.sync().await {
+                Ok(report) => {
+                    readiness.set(true);
+                    tracing::info!(commit = ?report.commit, unchanged = report.skipped_unchanged, migrations = ?report.migrations, "sync done");
+                }
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "sync failed; retrying at the next trigger"),
+            }
+            if self.opts.once || self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let jitter = self.opts.interval.mul_f64(rand::random::<f64>() * 0.2);
+            let mut stop_rx = stop_rx.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(self.opts.interval + jitter) => {}
+                p = wake.recv() => if let Some(p) = p { tracing::info!(coalesced = p.coalesced, "webhook triggered a sync"); },
+                _ = stop_rx.wait_for(|s| *s) => break,
+            }
+        }
+        tracing::info!("agent stopped");
+        Ok(())
+    }
+
+    fn repo_url(&self) -> String {
+        self.opts.repo.source().map(|s| s.url).unwrap_or_else(|_| self.opts.repo.repo.clone())
+    }
+
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&GitRepo) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+        let repo = self.repo.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || f(&repo)).await?
+    }
+
+    /// One pass of the loop.
+    pub async fn sync(&mut self) -> anyhow::Result<SyncReport> {
+        let mut report = SyncReport::default();
+        let (head, head_files) = self.blocking(|r| {
+            let head = r.fetch()?;
+            Ok((head, r.read_files_at(head, "")?))
+        }).await?;
+        let (head_desired, _) = crate::model::load(&RepoFiles(head_files.clone()));
+        let status_dir = head_desired.settings.status.path.value.clone();
+        let commit = self.blocking(move |r| Ok(r.latest_placement_commit(head, &status_dir)?)).await?;
+        report.commit = Some(commit.to_string());
+        let files = if commit == head { head_files } else { self.blocking(move |r| Ok(r.read_files_at(commit, "")?)).await? };
+        let (desired, validation) = crate::model::validate(&RepoFiles(files), None);
+        let writer = StatusWriter { repo: self.repo.clone(), settings: desired.settings.clone(), dry_run: false };
+
+        if !validation.ok() {
+            report.invalid = true;
+            if self.last_synced != Some(commit) {
+                let errors = validation.findings.iter().map(|f| f.to_string()).collect();
+                let st = RepositoryStatus { api_version: crate::model::API_VERSION, kind: "RepositoryStatus", observed_commit: commit.to_string(), phase: "Invalid".into(), at: crate::pipeline::journal::now(), errors };
+                writer.repository(&st, commit).await?;
+                tracing::error!(%commit, errors = validation.errors, "placement commit is invalid; nothing changes until a valid commit");
+            }
+            self.last_synced = Some(commit);
+            return Ok(report);
+        }
+        if !desired.settings.trusted_signing_keys.is_empty() {
+            let mut keys = TrustedKeys::default();
+            for k in &desired.settings.trusted_signing_keys {
+                let text = k.public_key.value.trim().to_string();
+                if text.contains("BEGIN PGP PUBLIC KEY BLOCK") { keys.openpgp.push(text) } else { keys.ssh.push(text) }
+            }
+            let verdict = self.blocking(move |r| {
+                let ring = keys.load()?;
+                Ok(r.verify_commit_signature(commit, &ring)?)
+            }).await?;
+            if !verdict.is_acceptable() {
+                let st = RepositoryStatus { api_version: crate::model::API_VERSION, kind: "RepositoryStatus", observed_commit: commit.to_string(), phase: "Untrusted".into(), at: crate::pipeline::journal::now(), errors: vec![verdict.to_string()] };
+                writer.repository(&st, commit).await?;
+                tracing::error!(%commit, %verdict, "placement commit is not signed by a trusted key; nothing changes");
+                self.last_synced = Some(commit);
+                return Ok(report);
+            }
+        }
+        let st = RepositoryStatus { api_version: crate::model::API_VERSION, kind: "RepositoryStatus", observed_commit: commit.to_string(), phase: "Ready".into(), at: String::new(), errors: Vec::new() };
+        writer.repository(&st, commit).await?;
+
+        let clusters = connect_all(&desired, &self.opts.credentials).await;
+        let observed = observe(&clusters).await;
+        let plan = crate::plan::plan(&desired, &observed, None);
+        let commit_s = commit.to_string();
+        for step in &plan.steps {
+            if matches!(step.action, Action::Migrate { .. }) {
+                continue;
+            }
+            let st = status::from_step(step, &commit_s);
+            writer.namespace(&st, commit, None, format!("ferry: {} {:?}", step.namespace, st.phase)).await?;
+        }
+        if plan.migrations().next().is_none() && self.last_synced == Some(commit) {
+            report.skipped_unchanged = true;
+        }
+        let todo: Vec<Step> = plan.migrations().filter(|s| !self.failed.contains(&(s.namespace.clone(), commit_s.clone()))).cloned().collect();
+        let results: Vec<(String, Result<Journal, String>)> = futures::stream::iter(todo.into_iter().map(|step| {
+            let (desired, clusters, writer, metrics, stop) = (&desired, &clusters, writer.clone(), self.metrics.clone(), self.stop.clone());
+            let ready_timeout = self.opts.ready_timeout;
+            async move {
+                let ns = step.namespace.clone();
+                let r = run_migration(&step, desired, clusters, writer, metrics, commit, ready_timeout, stop).await;
+                (ns, r)
+            }
+        }))
+        .buffer_unordered(self.opts.max_concurrent.max(1))
+        .collect()
+        .await;
+        for (ns, r) in results {
+            let outcome = match &r {
+                Ok(j) => format!("{:?}", j.outcome).to_lowercase(),
+                Err(e) => {
+                    self.failed.insert((ns.clone(), commit_s.clone()));
+                    format!("failed: {e}")
+                }
+            };
+            report.migrations.insert(ns, outcome);
+        }
+        self.last_synced = Some(commit);
+        self.metrics.sync_succeeded(&commit_s, SystemTime::now());
+        Ok(report)
+    }
+}
+
+/// Progress reporter that queues status snapshots for an ordered writer task.
+struct StatusProgress {
+    tx: mpsc::UnboundedSender<NamespaceStatus>,
+    metrics: Arc<Metrics>,
+}
+
+impl Progress for StatusProgress {
+    fn started(&self, _stage: Stage) {}
+    fn finished(&self, _stage: Stage, _counts: &BTreeMap<String, u64>, _message: Option<&str>) {}
+    fn failed(&self, stage: Stage, message: &str) {
+        tracing::warn!(stage = stage.name(), %message, "migration stage failed");
+    }
+    fn journal(&self, journal: &Journal) {
+        if let Some(r) = journal.stages.last().filter(|r| r.finished_at.is_some()) {
+            self.metrics.observe_stage(&r.stage, Duration::from_millis(r.duration_ms.unwrap_or(0)));
+        }
+        let _ = self.tx.send(status::from_journal(journal));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_migration(
+    step: &Step,
+    desired: &Desired,
+    clusters: &BTreeMap<String, Result<crate::cluster::Cluster, crate::cluster::ClusterError>>,
+    writer: StatusWriter,
+    metrics: Arc<Metrics>,
+    commit: Oid,
+    ready_timeout: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<Journal, String> {
+    let Action::Migrate { from, to, .. } = &step.action else { return Err("not a migration".into()) };
+    let ns = step.namespace.clone();
+    let cluster = |name: &str| clusters.get(name).and_then(|c| c.as_ref().ok()).ok_or_else(|| format!("cluster {name} is unreachable"));
+    let (source, dest) = (cluster(from)?, cluster(to)?);
+    let mut spec = Spec::from_placement(desired, &ns, from, &commit.to_string()).map_err(|e| e.to_string())?;
+    spec.ready_timeout = ready_timeout;
+
+    // Status snapshots are written in order by one task, so a slow push never
+    // blocks the migration and never reorders stages.
+    let (tx, mut rx) = mpsc::unbounded_channel::<NamespaceStatus>();
+    let w = writer.clone();
+    let ns2 = ns.clone();
+    let status_task = tokio::spawn(async move {
+        while let Some(mut st) = rx.recv().await {
+            while let Ok(next) = rx.try_recv() {
+                st = next; // only the newest snapshot matters
+            }
+            let msg = format!("ferry: {} {:?} ({})", ns2, st.phase, st.stages.last().map(|s| s.name.as_str()).unwrap_or("start"));
+            if let Err(e) = w.namespace(&st, commit, None, msg).await {
+                tracing::warn!(error = %format!("{e:#}"), "writing status failed");
+            }
+        }
+    });
+    let progress = StatusProgress { tx, metrics: metrics.clone() };
+    let m = Migration { spec, source, dest, progress: &progress, stop: Some(stop) };
+    let result = m.run().await;
+    drop(m);
+    drop(progress);
+    let _ = status_task.await;
+
+    let (journal, err) = match result {
+        Ok(j) => (Some(j), None),
+        Err(MigrateError::RolledBack { journal, message, stage, .. }) => (Some(*journal), Some(format!("{stage}: {message}"))),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    let final_status = match &journal {
+        Some(j) => status::from_journal(j),
+        None => {
+            let mut st = NamespaceStatus::new(&ns, &commit.to_string(), Phase::Failed);
+            st.from = Some(from.clone());
+            st.to = Some(to.clone());
+            st.errors.push(crate::model::status::StatusError { stage: "migration".into(), message: err.clone().unwrap_or_default(), causes: Vec::new(), transient: false, at: crate::pipeline::journal::now() });
+            st
+        }
+    };
+    let interrupted = journal.as_ref().is_some_and(|j| j.outcome == crate::pipeline::journal::Outcome::Running);
+    if !interrupted {
+        let history = HistoryEntry {
+            at: crate::pipeline::journal::now(),
+            namespace: ns.clone(),
+            commit: commit.to_string(),
+            phase: final_status.phase,
+            from: Some(from.clone()),
+            to: Some(to.clone()),
+            migration_id: journal.as_ref().map(|j| j.migration_id.clone()),
+            message: err.clone().unwrap_or_else(|| "migrated".into()),
+        };
+        metrics.migration_finished(if err.is_none() { "succeeded" } else { "failed" });
+        if let Some(ms) = journal.as_ref().and_then(|j| j.downtime_ms) {
+            metrics.set_downtime(Duration::from_millis(ms));
+        }
+        let msg = format!("ferry: {ns} {:?} {from} → {to}", final_status.phase);
+        if let Err(e) = writer.namespace(&final_status, commit, Some(history), msg).await {
+            tracing::warn!(error = %format!("{e:#}"), "writing the final status failed");
+        }
+    }
+    match (journal, err) {
+        (Some(j), None) => Ok(j),
+        (_, Some(e)) => Err(e),
+        (None, None) => Err("no result".into()),
+    }
+}
+
+/// Read the `webhooks:` spec from a YAML file.
+pub fn read_webhook_spec(path: &PathBuf) -> anyhow::Result<WebhookSpec> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Arguments of `ferry agent`.
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub repo: crate::repo::cli::RepoArgs,
+    /// Kubeconfig with a context per cluster (`access.kubeconfigContext`); default $KUBECONFIG.
+    #[arg(long, env = "FERRY_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Directory with one kubeconfig per cluster, named after it (Secrets mounted in-cluster).
+    #[arg(long)]
+    pub kubeconfig_dir: Option<PathBuf>,
+    /// Poll interval (±20 % jitter); webhooks trigger sooner.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Serve webhooks, /healthz, /readyz and /metrics here.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// YAML file with the webhook receivers (the `webhooks:` section: bodyLimitBytes, receivers[]).
+    #[arg(long)]
+    pub webhooks: Option<PathBuf>,
+    /// Run one sync and exit (CI bots, cron).
+    #[arg(long)]
+    pub once: bool,
+    /// Migrations running at once (at most one per namespace).
+    #[arg(long, default_value_t = 2)]
+    pub max_concurrent: usize,
+    /// How long cutover waits for workloads to become Ready.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub ready_timeout: Duration,
+}
+
+/// Run `ferry agent` until SIGTERM or ctrl-c.
+pub async fn run_cli(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> {
+    let webhooks = match &args.webhooks {
+        Some(p) => read_webhook_spec(p)?,
+        None => WebhookSpec::default(),
+    };
+    let opts = Options {
+        repo: args.repo,
+        credentials: Credentials { kubeconfig: args.kubeconfig, kubeconfig_dir: args.kubeconfig_dir },
+        interval: args.interval,
+        listen: args.listen,
+        webhooks,
+        once: args.once,
+        max_concurrent: args.max_concurrent,
+        ready_timeout: args.ready_timeout,
+    };
+    let agent = Agent::new(opts).await?;
+    let shutdown = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: finishing the current stage"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: finishing the current stage"),
+        }
+    };
+    agent.run(shutdown).await?;
+    Ok(std::process::ExitCode::SUCCESS)
+}

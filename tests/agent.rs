@@ -1,0 +1,267 @@
+//! `ferry agent` end to end: a real bare Git repository, the two-cluster
+//! harness, the agent as a real process with its webhook server on loopback,
+//! GitHub push payloads from the shared fixtures with correct signatures.
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use support::{TestNamespace, eventually, fixture, harness};
+
+const PATH_TOKEN: &str = "0123456789abcdef0123456789abcdef-agent-test";
+const SECRET: &str = "it-is-a-test-secret-of-enough-length";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("-C").arg(dir)
+        .args(["-c", "user.name=Dev", "-c", "user.email=dev@example.com", "-c", "commit.gpgsign=false"])
+        .args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() { copy_dir(&e.path(), &dest) } else { std::fs::copy(e.path(), &dest).unwrap(); }
+    }
+}
+
+fn placement(ns: &str, cluster: &str) -> String {
+    format!("apiVersion: ferry.dev/v1alpha1\nkind: Placement\nmetadata:\n  name: {ns}\nspec:\n  cluster: {cluster}\n  retention: 1h\n")
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    bare: PathBuf,
+    work: PathBuf,
+    kdir: PathBuf,
+    webhooks: PathBuf,
+    ns: TestNamespace,
+    _west: TestNamespace,
+}
+
+async fn setup(test: &str) -> Setup {
+    let h = harness();
+    let ns = h.namespace(test, &["east"]);
+    let west = TestNamespace::adopt(h, &ns.name, "west");
+    h.kubectl_ok("east", &["apply", "-n", &ns.name, "-f", fixture("workloads/guestbook").to_str().unwrap()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let bare = tmp.path().join("placement.git");
+    let work = tmp.path().join("work");
+    Command::new("git").args(["init", "-q", "--bare", "-b", "main"]).arg(&bare).status().unwrap();
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/placement-repo"), &work);
+    std::fs::write(work.join(format!("namespaces/{}.yaml", ns.name)), placement(&ns.name, "east")).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "initial placements"]);
+    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    let kdir = tmp.path().join("kubeconfigs");
+    std::fs::create_dir_all(&kdir).unwrap();
+    for c in ["east", "west"] {
+        std::fs::copy(h.state.join(c).join("admin.kubeconfig"), kdir.join(c)).unwrap();
+    }
+    let secret = tmp.path().join("github-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let webhooks = tmp.path().join("webhooks.yaml");
+    std::fs::write(&webhooks, format!(
+        "receivers:\n  - name: github\n    provider: github\n    pathToken: {PATH_TOKEN}\n    secretFile: {}\n    repoUrl: https://github.com/Codertocat/Hello-World\n    branch: master\n",
+        secret.display()
+    )).unwrap();
+    Setup { _tmp: tmp, bare, work, kdir, webhooks, ns, _west: west }
+}
+
+struct AgentProc(Child);
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_agent(s: &Setup, port: u16, fault: Option<&str>) -> AgentProc {
+    let mut cmd = Command::new(support::ferry_bin());
+    cmd.args(["agent", "--repo", &format!("file://{}", s.bare.display()), "--branch", "main"])
+        .arg("--cache-dir").arg(s.bare.with_extension("cache"))
+        .arg("--kubeconfig-dir").arg(&s.kdir)
+        .arg("--webhooks").arg(&s.webhooks)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", "1h", "--ready-timeout", "90s"])
+        .env("FERRY_LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(s.bare.with_extension(format!("agent-{port}.log"))).unwrap()));
+    match fault {
+        Some(f) => cmd.env("FERRY_FAULT", f),
+        None => cmd.env_remove("FERRY_FAULT"),
+    };
+    AgentProc(cmd.spawn().unwrap())
+}
+
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, out)
+}
+
+fn github_push(port: u16, secret: &str) -> u16 {
+    let body = std::fs::read(fixture("webhooks/github/push/with-new-branch.payload.json")).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(&body);
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let headers = [("Content-Type", "application/json".to_string()), ("X-GitHub-Event", "push".to_string()), ("X-Hub-Signature-256", sig)];
+    http(port, "POST", &format!("/hooks/{PATH_TOKEN}"), &headers, &body).0
+}
+
+async fn wait_ready(port: u16) {
+    eventually("agent ready (first sync done)", Duration::from_secs(120), || async {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        (http(port, "GET", "/readyz", &[], b"").0 == 200).then_some(())
+    })
+    .await;
+}
+
+fn status_file(bare: &Path, ns: &str) -> Option<String> {
+    let out = Command::new("git").arg("--git-dir").arg(bare).args(["show", &format!("ferry-status:status/{ns}.yaml")]).output().unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn history(bare: &Path) -> Vec<Value> {
+    let out = Command::new("git").arg("--git-dir").arg(bare).args(["show", "ferry-status:status/history.jsonl"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn move_west(s: &Setup) -> String {
+    std::fs::write(s.work.join(format!("namespaces/{}.yaml", s.ns.name)), placement(&s.ns.name, "west")).unwrap();
+    git(&s.work, &["commit", "-q", "-am", &format!("Move {} to west", s.ns.name)]);
+    git(&s.work, &["push", "-q", "origin", "main"]);
+    git(&s.work, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+#[tokio::test]
+async fn webhook_push_moves_the_namespace_and_status_is_committed() {
+    let h = harness();
+    let s = setup("agent-webhook").await;
+    let port = free_port();
+    let _agent = start_agent(&s, port, None);
+    wait_ready(port).await;
+    // The first sync saw the namespace in place.
+    let first = status_file(&s.bare, &s.ns.name).expect("status written on the first sync");
+    assert!(first.lines().any(|l| l == "phase: InSync"), "{first}");
+
+    // Bad deliveries are rejected and start nothing.
+    assert_eq!(github_push(port, "wrong-secret-wrong-secret"), 401);
+    assert_eq!(http(port, "POST", "/hooks/not-a-receiver", &[], b"{}").0, 404);
+
+    let placement_commit = move_west(&s);
+    let started = std::time::Instant::now();
+    assert_eq!(github_push(port, SECRET), 202);
+    let status = eventually("migration succeeded in the status file", Duration::from_secs(180), || async {
+        status_file(&s.bare, &s.ns.name).filter(|t| t.lines().any(|l| l == "phase: Succeeded"))
+    })
+    .await;
+    eprintln!("webhook → migration succeeded in {:?}", started.elapsed());
+    assert!(status.contains(&format!("observedCommit: {placement_commit}")), "{status}");
+    for stage in ["preflight", "apply", "quiesce", "cutover", "verify", "retire"] {
+        assert!(status.contains(&format!("name: {stage}")), "{stage} in {status}");
+    }
+    // Deployments run on west now.
+    let deps: Value = serde_json::from_str(&h.kubectl_ok("west", &["get", "deploy", "-n", &s.ns.name, "-o", "json"])).unwrap();
+    assert_eq!(deps["items"].as_array().unwrap().len(), 3);
+    // Status commits carry trailers naming the placement commit; placement history is untouched.
+    let log = Command::new("git").arg("--git-dir").arg(&s.bare).args(["log", "--format=%B%x00", "ferry-status"]).output().unwrap();
+    let log = String::from_utf8_lossy(&log.stdout).into_owned();
+    assert!(log.contains(&format!("Ferry-Placement-Commit: {placement_commit}")), "{log}");
+    assert!(log.contains("Ferry-Migration: "), "{log}");
+    let main_head = Command::new("git").arg("--git-dir").arg(&s.bare).args(["rev-parse", "main"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&main_head.stdout).trim(), placement_commit, "Ferry never writes to the placement branch here");
+    // One history line for the migration (written with the final status).
+    let lines: Vec<Value> = eventually("history line", Duration::from_secs(30), || async {
+        let l: Vec<Value> = history(&s.bare).into_iter().filter(|l| l["namespace"] == s.ns.name.as_str()).collect();
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["phase"], "Succeeded");
+    // Metrics saw it.
+    let (_, metrics) = http(port, "GET", "/metrics", &[], b"");
+    assert!(metrics.contains("result=\"succeeded\""), "{metrics}");
+}
+
+#[tokio::test]
+async fn killed_agent_resumes_the_same_migration() {
+    let h = harness();
+    let s = setup("agent-crash").await;
+    let port = free_port();
+    {
+        // This agent dies right after the migration's apply stage is journaled.
+        let mut agent = start_agent(&s, port, Some("crash-after:apply"));
+        wait_ready(port).await;
+        move_west(&s);
+        assert_eq!(github_push(port, SECRET), 202);
+        let status = tokio::task::spawn_blocking(move || agent.0.wait().unwrap()).await.unwrap();
+        assert!(!status.success(), "the fault kills the agent");
+    }
+    let migrating = status_file(&s.bare, &s.ns.name).unwrap();
+    assert!(migrating.lines().any(|l| l == "phase: Migrating"), "{migrating}");
+    let id = migrating.lines().find(|l| l.trim_start().starts_with("migrationId:")).unwrap().split(':').nth(1).unwrap().trim().to_string();
+
+    let port = free_port();
+    let _agent = start_agent(&s, port, None);
+    let done = eventually("resumed migration succeeded", Duration::from_secs(180), || async {
+        status_file(&s.bare, &s.ns.name).filter(|t| t.lines().any(|l| l == "phase: Succeeded"))
+    })
+    .await;
+    assert!(done.contains(&format!("migrationId: {id}")), "the same migration finished: {done}");
+    let lines: Vec<Value> = eventually("history line", Duration::from_secs(30), || async {
+        let l: Vec<Value> = history(&s.bare).into_iter().filter(|l| l["namespace"] == s.ns.name.as_str()).collect();
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert_eq!(lines.len(), 1, "one migration in the history: {lines:?}");
+    assert_eq!(lines[0]["migrationId"], id.as_str());
+    let deps: Value = serde_json::from_str(&h.kubectl_ok("west", &["get", "deploy", "-n", &s.ns.name, "-o", "json"])).unwrap();
+    assert_eq!(deps["items"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn invalid_commit_is_reported_and_changes_nothing() {
+    let h = harness();
+    let s = setup("agent-invalid").await;
+    let port = free_port();
+    let _agent = start_agent(&s, port, None);
+    wait_ready(port).await;
+    std::fs::write(s.work.join(format!("namespaces/{}.yaml", s.ns.name)), placement(&s.ns.name, "nowhere")).unwrap();
+    git(&s.work, &["commit", "-q", "-am", "typo"]);
+    git(&s.work, &["push", "-q", "origin", "main"]);
+    assert_eq!(github_push(port, SECRET), 202);
+    let repo_status = eventually("repository status Invalid", Duration::from_secs(60), || async {
+        let out = Command::new("git").arg("--git-dir").arg(&s.bare).args(["show", "ferry-status:status/_repository.yaml"]).output().unwrap();
+        let t = String::from_utf8_lossy(&out.stdout).into_owned();
+        t.lines().any(|l| l == "phase: Invalid").then_some(t)
+    })
+    .await;
+    assert!(repo_status.contains(&format!("namespaces/{}.yaml", s.ns.name)) && repo_status.contains("nowhere"), "{repo_status}");
+    // Still on east, untouched.
+    let deps: Value = serde_json::from_str(&h.kubectl_ok("east", &["get", "deploy", "-n", &s.ns.name, "-o", "json"])).unwrap();
+    assert!(deps["items"].as_array().unwrap().iter().all(|d| d["spec"]["replicas"].as_i64().unwrap() > 0));
+    assert!(!h.kubectl("west", &["get", "namespace", &s.ns.name]).status.success());
+}
