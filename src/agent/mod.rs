@@ -331,53 +331,173 @@ pub fn read_webhook_spec(path: &PathBuf) -> anyhow::Result<WebhookSpec> {
     serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// Arguments of `ferry agent`.
+/// Arguments of `ferry agent`. Flags override `--config`.
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
-    #[command(flatten)]
-    pub repo: crate::repo::cli::RepoArgs,
+    /// Agent configuration file (YAML; see deploy/configmap.yaml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Placement repository URL (file://, ssh://, user@host:path, https://) or local directory.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Placement branch (default main).
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// SSH deploy key.
+    #[arg(long)]
+    pub ssh_key: Option<PathBuf>,
+    /// known_hosts checked for ssh.
+    #[arg(long)]
+    pub known_hosts: Option<PathBuf>,
+    /// Environment variable holding an https token.
+    #[arg(long)]
+    pub token_env: Option<String>,
+    /// Extra CA (PEM) for https.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Where the bare clone lives.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
     /// Kubeconfig with a context per cluster (`access.kubeconfigContext`); default $KUBECONFIG.
     #[arg(long, env = "FERRY_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Directory with one kubeconfig per cluster, named after it (Secrets mounted in-cluster).
     #[arg(long)]
     pub kubeconfig_dir: Option<PathBuf>,
-    /// Poll interval (±20 % jitter); webhooks trigger sooner.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub interval: Duration,
+    /// Poll interval (+0–20 % jitter); webhooks trigger sooner. Default 60s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
     /// Serve webhooks, /healthz, /readyz and /metrics here.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// YAML file with the webhook receivers (the `webhooks:` section: bodyLimitBytes, receivers[]).
+    /// YAML file with the webhook receivers (bodyLimitBytes, receivers[]), instead of the config's `webhooks:`.
     #[arg(long)]
     pub webhooks: Option<PathBuf>,
     /// Run one sync and exit (CI bots, cron).
     #[arg(long)]
     pub once: bool,
-    /// Migrations running at once (at most one per namespace).
-    #[arg(long, default_value_t = 2)]
-    pub max_concurrent: usize,
-    /// How long cutover waits for workloads to become Ready.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-    pub ready_timeout: Duration,
+    /// Migrations running at once (at most one per namespace). Default 2.
+    #[arg(long)]
+    pub max_concurrent: Option<usize>,
+    /// How long cutover waits for workloads to become Ready. Default 5m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ready_timeout: Option<Duration>,
+}
+
+/// The agent configuration file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentFile {
+    #[serde(default)]
+    pub repository: Option<RepositoryFile>,
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub clusters: ClustersFile,
+    #[serde(default)]
+    pub leader_election: Option<LeaderElectionFile>,
+    #[serde(default)]
+    pub webhooks: WebhookSpec,
+    #[serde(default)]
+    pub max_concurrent_migrations: Option<usize>,
+    #[serde(default)]
+    pub ready_timeout: Option<String>,
+}
+
+/// `repository:` of the agent configuration.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RepositoryFile {
+    pub url: String,
+    #[serde(default)]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub ssh_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub known_hosts_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `clusters:` of the agent configuration.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClustersFile {
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    #[serde(default)]
+    pub kubeconfig_dir: Option<PathBuf>,
+}
+
+/// `leaderElection:` of the agent configuration.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaderElectionFile {
+    pub lease_name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// Read and check an agent configuration file.
+pub fn read_config(path: &std::path::Path) -> anyhow::Result<AgentFile> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn duration(what: &str, v: Option<&String>) -> anyhow::Result<Option<Duration>> {
+    v.map(|s| humantime::parse_duration(s).map_err(|e| anyhow::anyhow!("{what}: {s:?} is not a duration ({e}); write e.g. 30s, 5m, 1h")))
+        .transpose()
+}
+
+/// Merge flags over the configuration file into agent options.
+pub fn options(args: AgentArgs) -> anyhow::Result<Options> {
+    let file = match &args.config {
+        Some(p) => read_config(p)?,
+        None => AgentFile::default(),
+    };
+    let at = |f: &str| format!("{}: {f}", args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "flags".into()));
+    let r = file.repository.unwrap_or_default();
+    let url = args.repo.clone().or((!r.url.is_empty()).then(|| r.url.clone()))
+        .context("no placement repository: pass --repo or set repository.url in --config")?;
+    let repo = crate::repo::cli::RepoArgs {
+        repo: url,
+        branch: args.branch.or(r.branch).unwrap_or_else(|| "main".into()),
+        ssh_key: args.ssh_key.or(r.ssh_key_file),
+        known_hosts: args.known_hosts.or(r.known_hosts_file),
+        accept_new_host_keys: false,
+        token_env: args.token_env.or(r.token_env),
+        ca_file: args.ca_file.or(r.ca_file),
+        cache_dir: args.cache_dir.or(r.cache_dir),
+    };
+    let webhooks = match &args.webhooks {
+        Some(p) => read_webhook_spec(p)?,
+        None => file.webhooks,
+    };
+    if let Some(le) = &file.leader_election {
+        tracing::warn!(lease = %le.lease_name, "leader election is not implemented yet: run exactly one agent replica");
+    }
+    Ok(Options {
+        repo,
+        credentials: Credentials {
+            kubeconfig: args.kubeconfig.or(file.clusters.kubeconfig),
+            kubeconfig_dir: args.kubeconfig_dir.or(file.clusters.kubeconfig_dir),
+        },
+        interval: args.interval.or(duration(&at("interval"), file.interval.as_ref())?).unwrap_or(Duration::from_secs(60)),
+        listen: args.listen,
+        webhooks,
+        once: args.once,
+        max_concurrent: args.max_concurrent.or(file.max_concurrent_migrations).unwrap_or(2),
+        ready_timeout: args.ready_timeout.or(duration(&at("readyTimeout"), file.ready_timeout.as_ref())?).unwrap_or(Duration::from_secs(300)),
+    })
 }
 
 /// Run `ferry agent` until SIGTERM or ctrl-c.
 pub async fn run_cli(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> {
-    let webhooks = match &args.webhooks {
-        Some(p) => read_webhook_spec(p)?,
-        None => WebhookSpec::default(),
-    };
-    let opts = Options {
-        repo: args.repo,
-        credentials: Credentials { kubeconfig: args.kubeconfig, kubeconfig_dir: args.kubeconfig_dir },
-        interval: args.interval,
-        listen: args.listen,
-        webhooks,
-        once: args.once,
-        max_concurrent: args.max_concurrent,
-        ready_timeout: args.ready_timeout,
-    };
+    let opts = options(args)?;
     let agent = Agent::new(opts).await?;
     let shutdown = async {
         use tokio::signal::unix::{SignalKind, signal};
@@ -389,4 +509,48 @@ pub async fn run_cli(args: AgentArgs) -> anyhow::Result<std::process::ExitCode> 
     };
     agent.run(shutdown).await?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(config: Option<PathBuf>) -> AgentArgs {
+        AgentArgs {
+            config, repo: None, branch: None, ssh_key: None, known_hosts: None, token_env: None, ca_file: None, cache_dir: None,
+            kubeconfig: None, kubeconfig_dir: None, interval: None, listen: None, webhooks: None, once: false, max_concurrent: None, ready_timeout: None,
+        }
+    }
+
+    #[test]
+    fn the_deployed_config_parses_into_options() {
+        let cm: serde_json::Value = serde_saphyr::from_str(include_str!("../../deploy/configmap.yaml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, cm["data"]["agent.yaml"].as_str().unwrap()).unwrap();
+        let o = options(args(Some(path))).unwrap();
+        assert_eq!(o.repo.repo, "git@github.com:example/placement.git");
+        assert_eq!(o.repo.branch, "main");
+        assert_eq!(o.interval, Duration::from_secs(300));
+        assert_eq!(o.credentials.kubeconfig_dir.as_deref(), Some(std::path::Path::new("/etc/ferry/clusters")));
+        assert_eq!(o.webhooks.receivers.len(), 2);
+    }
+
+    #[test]
+    fn flags_override_the_file_and_bad_values_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, "repository:\n  url: https://example.com/p.git\ninterval: soon\n").unwrap();
+        let err = options(args(Some(path.clone()))).unwrap_err().to_string();
+        assert!(err.contains("interval") && err.contains("\"soon\""), "{err}");
+        std::fs::write(&path, "repository:\n  url: https://example.com/p.git\ninterval: 1m\n").unwrap();
+        let mut a = args(Some(path.clone()));
+        a.interval = Some(Duration::from_secs(5));
+        a.repo = Some("file:///tmp/x".into());
+        let o = options(a).unwrap();
+        assert_eq!((o.repo.repo.as_str(), o.interval), ("file:///tmp/x", Duration::from_secs(5)));
+        std::fs::write(&path, "repository:\n  url: x\n  colour: blue\n").unwrap();
+        assert!(options(args(Some(path))).unwrap_err().to_string().contains("colour"));
+        assert!(options(args(None)).unwrap_err().to_string().contains("--repo"));
+    }
 }
