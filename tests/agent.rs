@@ -90,12 +90,17 @@ fn free_port() -> u16 {
 }
 
 fn start_agent(s: &Setup, port: u16, fault: Option<&str>) -> AgentProc {
+    start_agent_with(s, port, fault, &[])
+}
+
+fn start_agent_with(s: &Setup, port: u16, fault: Option<&str>, extra: &[&str]) -> AgentProc {
     let mut cmd = Command::new(support::ferry_bin());
     cmd.args(["agent", "--repo", &format!("file://{}", s.bare.display()), "--branch", "main"])
-        .arg("--cache-dir").arg(s.bare.with_extension("cache"))
+        .arg("--cache-dir").arg(s.bare.with_extension(format!("cache-{port}")))
         .arg("--kubeconfig-dir").arg(&s.kdir)
         .arg("--webhooks").arg(&s.webhooks)
         .args(["--listen", &format!("127.0.0.1:{port}"), "--interval", "1h", "--ready-timeout", "90s"])
+        .args(extra)
         .env("FERRY_LOG_FORMAT", "text")
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(s.bare.with_extension(format!("agent-{port}.log"))).unwrap()));
@@ -264,4 +269,57 @@ async fn invalid_commit_is_reported_and_changes_nothing() {
     let deps: Value = serde_json::from_str(&h.kubectl_ok("east", &["get", "deploy", "-n", &s.ns.name, "-o", "json"])).unwrap();
     assert!(deps["items"].as_array().unwrap().iter().all(|d| d["spec"]["replicas"].as_i64().unwrap() > 0));
     assert!(!h.kubectl("west", &["get", "namespace", &s.ns.name]).status.success());
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_acts_and_a_standby_finishes_the_work() {
+    let h = harness();
+    let s = setup("agent-ha").await;
+    let lease = s.ns.name.clone();
+    let kubeconfig = h.kubeconfig.to_str().unwrap().to_string();
+    let lease_args = ["--lease-name", lease.as_str(), "--lease-namespace", "default", "--lease-kubeconfig", kubeconfig.as_str(), "--lease-context", "east", "--lease-duration", "4s"];
+    // Both die right after a migration's apply stage: whoever leads first
+    // crashes mid-migration; the other must take over and finish it.
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = start_agent_with(&s, pa, Some("crash-after:apply"), &lease_args);
+    let mut b = start_agent_with(&s, pb, Some("crash-after:apply"), &lease_args);
+    wait_ready(pa).await;
+    wait_ready(pb).await;
+    let holder = || -> Option<String> {
+        let out = h.kubectl("east", &["get", "lease", &lease, "-n", "default", "-o", "jsonpath={.spec.holderIdentity}"]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let first = holder().expect("one agent holds the lease");
+    let (pid_a, pid_b) = (a.0.id().to_string(), b.0.id().to_string());
+    assert!(first.ends_with(&format!("-{pid_a}")) || first.ends_with(&format!("-{pid_b}")), "{first}");
+
+    move_west(&s);
+    assert_eq!(github_push(pa, SECRET), 202);
+    assert_eq!(github_push(pb, SECRET), 202);
+    // The leader crashes after apply; the standby is still running.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let dead_is_a = loop {
+        if a.0.try_wait().unwrap().is_some() { break true }
+        if b.0.try_wait().unwrap().is_some() { break false }
+        assert!(std::time::Instant::now() < deadline, "no agent crashed: the migration never ran");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (dead_pid, alive_pid) = if dead_is_a { (&pid_a, &pid_b) } else { (&pid_b, &pid_a) };
+    assert!(first.ends_with(&format!("-{dead_pid}")), "only the lease holder acted: holder {first}, crashed {dead_pid}");
+    let migrating = status_file(&s.bare, &s.ns.name).unwrap();
+    let id = migrating.lines().find(|l| l.trim_start().starts_with("migrationId:")).unwrap().split(':').nth(1).unwrap().trim().to_string();
+
+    let done = eventually("the standby finished the migration", Duration::from_secs(180), || async {
+        status_file(&s.bare, &s.ns.name).filter(|t| t.lines().any(|l| l == "phase: Succeeded"))
+    })
+    .await;
+    assert!(done.contains(&format!("migrationId: {id}")), "{done}");
+    assert!(holder().unwrap().ends_with(&format!("-{alive_pid}")), "the survivor holds the lease");
+    let lines: Vec<Value> = eventually("history line", Duration::from_secs(30), || async {
+        let l: Vec<Value> = history(&s.bare).into_iter().filter(|l| l["namespace"] == s.ns.name.as_str()).collect();
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let _ = h.kubectl("east", &["delete", "lease", &lease, "-n", "default"]);
 }

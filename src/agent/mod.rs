@@ -8,6 +8,7 @@
 //! placement commit, so they never cause work. Interrupted migrations are found
 //! again by the planner (the destination copy names its source) and resume
 //! from their journal.
+pub mod lease;
 pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,6 +47,16 @@ pub struct Options {
     pub once: bool,
     pub max_concurrent: usize,
     pub ready_timeout: Duration,
+    /// Leader election: only the holder of this lease acts.
+    pub lease: Option<LeaseOptions>,
+}
+
+/// Where the leader-election lease lives.
+#[derive(Clone, Debug)]
+pub struct LeaseOptions {
+    pub config: lease::LeaseConfig,
+    /// Kubeconfig and context of the management cluster; None = in-cluster config.
+    pub kubeconfig: Option<(PathBuf, String)>,
 }
 
 /// What one sync did.
@@ -88,6 +99,16 @@ impl Agent {
             stop.store(true, Ordering::SeqCst);
             let _ = stop_tx.send(true);
         });
+        let mut leader_rx = None;
+        if let Some(l) = &self.opts.lease {
+            let client = match &l.kubeconfig {
+                Some((path, ctx)) => crate::kubeconfig::client_for(path, ctx).await?,
+                None => kube::Client::try_default().await.context("in-cluster config for the leader-election lease")?,
+            };
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(lease::run(client, l.config.clone(), tx));
+            leader_rx = Some(rx);
+        }
         if let Some(addr) = self.opts.listen {
             let target = Target { repo_url: self.repo_url(), branch: self.opts.repo.branch.clone() };
             let config = self.opts.webhooks.resolve("webhooks", &target)?;
@@ -100,6 +121,17 @@ impl Agent {
             });
         }
         loop {
+            if let Some(rx) = leader_rx.as_mut() {
+                if !*rx.borrow() {
+                    readiness.set(true);
+                    tracing::info!("standby: waiting for the leader-election lease");
+                    let mut stop_rx = stop_rx.clone();
+                    tokio::select! {
+                        r = rx.wait_for(|l| *l) => { r?; }
+                        _ = stop_rx.wait_for(|s| *s) => break,
+                    }
+                }
+            }
             match self.sync().await {
                 Ok(report) => {
                     readiness.set(true);
@@ -382,6 +414,21 @@ pub struct AgentArgs {
     /// How long cutover waits for workloads to become Ready. Default 5m.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub ready_timeout: Option<Duration>,
+    /// Leader election: name of the Lease only whose holder acts (for several replicas).
+    #[arg(long)]
+    pub lease_name: Option<String>,
+    /// Namespace of the Lease (default $POD_NAMESPACE, else ferry-system).
+    #[arg(long)]
+    pub lease_namespace: Option<String>,
+    /// Kubeconfig of the cluster holding the Lease (default: in-cluster config).
+    #[arg(long, requires = "lease_context")]
+    pub lease_kubeconfig: Option<PathBuf>,
+    /// Context in --lease-kubeconfig.
+    #[arg(long, requires = "lease_kubeconfig")]
+    pub lease_context: Option<String>,
+    /// Lease duration: a standby takes over this long after the leader stopped renewing.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
 }
 
 /// The agent configuration file.
@@ -477,10 +524,24 @@ pub fn options(args: AgentArgs) -> anyhow::Result<Options> {
         Some(p) => read_webhook_spec(p)?,
         None => file.webhooks,
     };
-    if let Some(le) = &file.leader_election {
-        tracing::warn!(lease = %le.lease_name, "leader election is not implemented yet: run exactly one agent replica");
-    }
+    let lease_name = args.lease_name.clone().or(file.leader_election.as_ref().map(|l| l.lease_name.clone()));
+    let lease = lease_name.map(|name| LeaseOptions {
+        config: lease::LeaseConfig {
+            name,
+            namespace: args.lease_namespace.clone()
+                .or(file.leader_election.as_ref().and_then(|l| l.namespace.clone()))
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| "ferry-system".into()),
+            identity: std::env::var("POD_NAME").unwrap_or_else(|_| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                format!("{}-{}", host.trim(), std::process::id())
+            }),
+            duration: args.lease_duration,
+        },
+        kubeconfig: args.lease_kubeconfig.clone().zip(args.lease_context.clone()),
+    });
     Ok(Options {
+        lease,
         repo,
         credentials: Credentials {
             kubeconfig: args.kubeconfig.or(file.clusters.kubeconfig),
@@ -519,6 +580,7 @@ mod tests {
         AgentArgs {
             config, repo: None, branch: None, ssh_key: None, known_hosts: None, token_env: None, ca_file: None, cache_dir: None,
             kubeconfig: None, kubeconfig_dir: None, interval: None, listen: None, webhooks: None, once: false, max_concurrent: None, ready_timeout: None,
+            lease_name: None, lease_namespace: None, lease_kubeconfig: None, lease_context: None, lease_duration: Duration::from_secs(15),
         }
     }
 
