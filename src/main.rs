@@ -136,6 +136,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dev(DevCommand::Binaries) => println!("{}", dev::binaries::ensure()?.display()),
         Command::Dev(DevCommand::Provisioner { state, cluster }) => dev::provisioner::run(&state.resolve(), &cluster).await?,
         Command::Migrate(args) => return ferry::pipeline::cli::run(args).await,
+        Command::Validate(args) if args.watch => {
+            // The edit-save-see loop: every save re-validates the working copy.
+            let mut changes = ferry::repo::watch(&args.path, std::time::Duration::from_millis(300))?;
+            loop {
+                let again = ferry::model::cli::ValidateArgs { path: args.path.clone(), output: args.output, objects: args.objects.clone(), watch: false };
+                ferry::model::cli::run(again).await?;
+                eprintln!("-- watching {} for changes (ctrl-c to stop)", args.path.display());
+                if changes.changed().await.is_none() {
+                    break;
+                }
+            }
+        }
         Command::Validate(args) => return ferry::model::cli::run(args).await,
         Command::Plan(args) => return ferry::plan::cli::run(args).await,
         Command::Agent(args) => return ferry::agent::run_cli(args).await,

@@ -22,6 +22,9 @@ pub struct ValidateArgs {
     /// patch that matches nothing is an error.
     #[arg(long)]
     pub objects: Option<PathBuf>,
+    /// Keep running: validate again whenever a file under PATH changes (debounced).
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// Run `ferry validate`: exit 0 when there is no error, 1 otherwise.
