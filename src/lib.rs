@@ -8,8 +8,10 @@
 //! | [`dev`]     | local multi-cluster harness: build/run etcd, apiserver, kcm, scheduler, kwok, a hostPath provisioner | processes, disk |
 //! | [`kubeconfig`] | read/write kubeconfig files and build kube clients from contexts | disk |
 //! | [`labels`]  | label/annotation keys shared by all modules                  | -  |
+//! | [`mover`]   | volume data plane: directory-to-directory sync over mutual TLS, delta blocks, tree-hash proof | disk, net |
 //! | [`output`]  | shared CLI output helpers: tables, `-o json|yaml`               | stdout |
 pub mod dev;
 pub mod kubeconfig;
 pub mod labels;
+pub mod mover;
 pub mod output;

@@ -41,8 +41,9 @@ enum Command {
         #[arg(long)]
         to: String,
     },
-    /// Volume data mover (not implemented yet: volume issue).
-    Mover,
+    /// Volume data mover: sync a directory to another over mutual TLS (receive, send, copy, certs).
+    #[command(subcommand)]
+    Mover(ferry::mover::cli::MoverCommand),
     /// Run as a long-lived GitOps agent (not implemented yet: agent issue).
     Agent,
 }
@@ -143,7 +144,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Dev(DevCommand::Binaries) => println!("{}", dev::binaries::ensure()?.display()),
         Command::Dev(DevCommand::Provisioner { state, cluster }) => dev::provisioner::run(&state.resolve(), &cluster).await?,
-        Command::Validate { .. } | Command::Plan { .. } | Command::Migrate { .. } | Command::Mover | Command::Agent => {
+        Command::Mover(cmd) => return ferry::mover::cli::run(cmd).await,
+        Command::Validate { .. } | Command::Plan { .. } | Command::Migrate { .. } | Command::Agent => {
             eprintln!("error: this command is not implemented yet");
             return Ok(ExitCode::from(2));
         }
