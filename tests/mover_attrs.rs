@@ -139,3 +139,31 @@ fn compressible_data_is_compressed_when_asked() {
     let never = copy_ok(&src, &w.path("dst2"), &["--compress", "never"]);
     assert_eq!(never.u("data_bytes_sent"), raw);
 }
+
+#[test]
+fn tree_checker_notices_each_kind_of_difference() {
+    let w = Work::new();
+    let (src, dst) = (w.path("src"), w.path("dst"));
+    build(&src);
+    copy_ok(&src, &dst, &[]);
+    treecheck::assert_same(&src, &dst);
+    let check = |what: &str| {
+        let d = treecheck::compare(&src, &dst);
+        assert!(d.iter().any(|x| x.contains(what)), "checker missed a {what} difference: {d:?}");
+    };
+    chmod(&dst.join("plain.txt"), 0o644);
+    check("mode");
+    chown(&dst.join("empty"), 1, 1);
+    check("owner");
+    set_mtime(&dst.join("sym-rel"), 1, 1);
+    check("mtime");
+    std::fs::write(dst.join("dir/linked"), b"SHARED INODE").unwrap();
+    check("content");
+    std::fs::remove_file(dst.join("link-2")).unwrap();
+    std::fs::write(dst.join("link-2"), b"shared inode").unwrap();
+    check("hardlinks");
+    std::fs::write(dst.join("sparse.img"), vec![0u8; 64 << 20]).unwrap();
+    check("allocation");
+    std::fs::remove_file(dst.join("sym-abs")).unwrap();
+    check("missing");
+}

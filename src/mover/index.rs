@@ -103,7 +103,9 @@ impl HashIndex {
                     w.write_all(b)?;
                 }
             }
-            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            // No fsync: a torn cache after a crash fails its checks and is rebuilt, and fsync
+            // on a busy volume costs seconds per pass.
+            w.into_inner().map_err(|e| e.into_error())?;
             std::fs::rename(&tmp, &file)
         };
         write().map_err(|e| MoverError::io("write hash cache", &file, e))

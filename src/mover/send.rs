@@ -255,10 +255,10 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
         serde_json::from_slice(&f.body).map_err(|e| MoverError::Protocol(format!("receiver report: {e}")))?;
 
     // Sender's tree hash over what it actually sent.
-    let unsent = skipped_hashes.await.expect("hash task")?;
+    let (unsent, changed_unsent) = skipped_hashes.await.expect("hash task")?;
     let results = std::mem::take(&mut *results.lock().unwrap());
     let mut entries = Arc::try_unwrap(entries_arc).unwrap_or_else(|a| (*a).clone());
-    let mut unstable = 0;
+    let mut unstable = changed_unsent;
     let mut contents: HashMap<Vec<u8>, Digest> = unsent;
     let mut new_index = HashIndex::memory();
     for (idx, s) in &results {
@@ -571,7 +571,9 @@ fn send_file(
 
 /// Content hashes of regular files the receiver did not need: from the cache where it
 /// still matches, else by reading them (two threads).
-fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path, needed: &HashSet<usize>) -> Result<HashMap<Vec<u8>, Digest>> {
+fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path, needed: &HashSet<usize>) -> Result<(HashMap<Vec<u8>, Digest>, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let changed = AtomicU64::new(0);
     let todo: Vec<usize> = (0..entries.len()).filter(|i| entries[*i].kind == Kind::File && !needed.contains(i)).collect();
     let out = Mutex::new(HashMap::with_capacity(todo.len()));
     let next = AtomicU64::new(0);
@@ -587,9 +589,17 @@ fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path,
                         Some(c) => c.content,
                         None => {
                             let p = e.abs(src);
-                            let r = tree::open_read(&p)
-                                .map_err(|x| MoverError::io("open", &p, x))
-                                .and_then(|f| tree::hash_file(&f, &p, e.size, e.local.blocks));
+                            let r = tree::open_read(&p).map_err(|x| MoverError::io("open", &p, x)).and_then(|f| {
+                                let r = tree::hash_file(&f, &p, e.size, e.local.blocks)?;
+                                // Changed since the walk: the receiver kept the old version.
+                                if let Ok(m) = f.metadata()
+                                    && (m.size(), m.mtime(), m.mtime_nsec() as u32, m.ctime(), m.ctime_nsec() as u32)
+                                        != (e.size, e.mtime_s, e.mtime_ns, e.local.ctime_s, e.local.ctime_ns)
+                                {
+                                    changed.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(r)
+                            });
                             match r {
                                 Ok((_, c)) => c,
                                 Err(x) => {
@@ -607,5 +617,5 @@ fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path,
     if let Some(e) = err.into_inner().unwrap() {
         return Err(e);
     }
-    Ok(out.into_inner().unwrap())
+    Ok((out.into_inner().unwrap(), changed.into_inner()))
 }
