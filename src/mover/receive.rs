@@ -515,6 +515,7 @@ struct OpenFile {
     mtime: (i64, u32),
     delta: Option<Vec<Digest>>,
     hasher: BlockHasher,
+    end: u64,
 }
 
 struct Writer<'a> {
@@ -578,7 +579,7 @@ impl Writer<'_> {
                         .map_err(|x| MoverError::io("create", &path, x))?;
                     (f, None, true, None)
                 };
-                self.open = Some(OpenFile { idx, file, path, temp, created, size, mtime, delta, hasher: BlockHasher::new() });
+                self.open = Some(OpenFile { idx, file, path, temp, created, size, mtime, delta, hasher: BlockHasher::new(), end: 0 });
             }
             tag::CHUNK => {
                 let o = self.open.as_mut().ok_or_else(|| MoverError::Protocol("data outside a file".into()))?;
@@ -602,6 +603,7 @@ impl Writer<'_> {
                 }
                 let target = o.temp.as_ref().unwrap_or(&o.path).clone();
                 o.file.write_all_at(data, off).map_err(|x| MoverError::io("write", &target, x))?;
+                o.end = o.end.max(off + raw_len as u64);
                 match &mut o.delta {
                     Some(blocks) => {
                         let b = off / BLOCK_SIZE;
@@ -662,8 +664,10 @@ impl Writer<'_> {
                 (b, c)
             }
             None => {
-                // Extends with a hole when the file ends in one.
-                o.file.set_len(o.size).map_err(|x| MoverError::io("resize", &target, x))?;
+                if o.end < o.size {
+                    // The file ends in a hole: extend it without writing.
+                    o.file.set_len(o.size).map_err(|x| MoverError::io("resize", &target, x))?;
+                }
                 std::mem::take(&mut o.hasher).finish(o.size)
             }
         };
@@ -674,10 +678,14 @@ impl Writer<'_> {
         use std::os::unix::fs::PermissionsExt;
         o.file.set_permissions(std::fs::Permissions::from_mode(e.mode)).map_err(|x| MoverError::io("chmod", &target, x))?;
         set_mtime_fd(&o.file, o.mtime.0, o.mtime.1).map_err(|x| MoverError::io("set mtime", &target, x))?;
-        let md = o.file.metadata().map_err(|x| MoverError::io("stat", &target, x))?;
-        if let Some(t) = &o.temp {
-            std::fs::rename(t, &o.path).map_err(|x| MoverError::io("rename into place", &o.path, x))?;
-        }
+        let md = match &o.temp {
+            Some(t) => {
+                std::fs::rename(t, &o.path).map_err(|x| MoverError::io("rename into place", &o.path, x))?;
+                // Rename changes the inode's ctime; cache what the next walk will see.
+                std::fs::symlink_metadata(&o.path).map_err(|x| MoverError::io("stat", &o.path, x))?
+            }
+            None => o.file.metadata().map_err(|x| MoverError::io("stat", &target, x))?,
+        };
         self.totals.files.fetch_add(1, Ordering::Relaxed);
         if self.need[&o.idx].delta.is_some() {
             self.totals.delta.fetch_add(1, Ordering::Relaxed);
