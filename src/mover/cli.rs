@@ -1,4 +1,16 @@
 //! `ferry mover …`: the data plane on its own, between two directories.
+//!
+//! ```text
+//! ferry mover certs   --out CERTS [--san NAME]…          # per-migration CA + receiver/sender certs
+//! ferry mover receive --listen ADDR --dir DST --certs CERTS [--state DIR] [--serve] [--ready-file F] [-o json]
+//! ferry mover send    --to ADDR --dir SRC --certs CERTS [--sender-state DIR] [--streams N]
+//!                     [--compress auto|always|never] [--bwlimit BYTES/S] [-o json]
+//! ferry mover copy    SRC DST [--state DIR] [--streams N] [--compress …] [-o json]   # both ends, loopback TLS
+//! ```
+//!
+//! Exit codes: 0 both tree hashes equal; 1 error or mismatch (message on stderr);
+//! 3 source files changed during the pass, run another (final) pass after quiescing.
+//! `-o json` prints the [`Report`] the migration pipeline consumes.
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -39,6 +39,10 @@ pub struct ReceiveOptions {
 }
 
 type Tls = TlsStream<Counted<TcpStream>>;
+/// Files written by one data connection, for the hash cache.
+type Written = Arc<Mutex<Vec<(Vec<u8>, Cached)>>>;
+/// The running pass: session id, where its data connections go, its task.
+type Current = Option<([u8; 16], mpsc::Sender<Tls>, tokio::task::JoinHandle<Result<ReceiverReport>>)>;
 
 struct Hello {
     role: u8,
@@ -87,7 +91,7 @@ pub async fn serve(listener: TcpListener, opts: ReceiveOptions) -> Result<Receiv
     let opts = Arc::new(opts);
     let acceptor = TlsAcceptor::from(opts.tls.clone());
     let (hello_tx, mut hello_rx) = mpsc::channel::<Result<(Hello, Tls)>>(16);
-    let mut current: Option<([u8; 16], mpsc::Sender<Tls>, tokio::task::JoinHandle<Result<ReceiverReport>>)> = None;
+    let mut current: Current = None;
     let mut counters = Counters::default();
     loop {
         tokio::select! {
@@ -260,7 +264,7 @@ async fn session_inner(
     // Data phase: until the sender says FINISH.
     let need = Arc::new(need);
     let totals = Arc::new(WriteTotals::default());
-    let written: Arc<Mutex<Vec<(Vec<u8>, Cached)>>> = Arc::new(Mutex::new(Vec::new()));
+    let written: Written = Arc::new(Mutex::new(Vec::new()));
     let (err_tx, mut err_rx) = mpsc::unbounded_channel::<MoverError>();
     let mut handlers = Vec::new();
     loop {
@@ -451,7 +455,7 @@ async fn data_stream(
     need: Arc<HashMap<usize, NeedInfo>>,
     root: PathBuf,
     totals: Arc<WriteTotals>,
-    written: Arc<Mutex<Vec<(Vec<u8>, Cached)>>>,
+    written: Written,
 ) -> Result<()> {
     let peer = conn.get_ref().0.get_ref().peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let (tx, mut rx) = mpsc::channel::<wire::Frame>(8);

@@ -291,7 +291,7 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
     ctl_wr.flush().await.map_err(net)?;
     let _ = ctl_wr.shutdown().await;
 
-    if opts.state.is_some() {
+    if let Some(state_dir) = &opts.state {
         // Keep cache entries for files that were not sent and still match.
         for e in &entries {
             if e.kind == Kind::File
@@ -318,7 +318,7 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
                 );
             }
         }
-        let mut idx = HashIndex::load(opts.state.as_ref().unwrap(), "sender.idx", &opts.src)?;
+        let mut idx = HashIndex::load(state_dir, "sender.idx", &opts.src)?;
         idx.map = new_index.map;
         let keep = entries.clone();
         tokio::task::spawn_blocking(move || idx.save(&keep)).await.expect("save task")?;

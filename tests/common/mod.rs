@@ -54,6 +54,7 @@ pub fn certs(dir: &Path) {
 }
 
 /// Start `ferry mover receive` on 127.0.0.1:0 and wait for its address.
+#[allow(clippy::zombie_processes)] // callers wait via `finish` or kill + wait
 pub fn start_receiver(dst: &Path, certs: &Path, work: &Path, extra: &[&str]) -> (Child, String) {
     let ready = work.join(format!("ready-{}", rand::random::<u32>()));
     let child = ferry()
