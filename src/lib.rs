@@ -13,6 +13,7 @@
 //! | [`model`]   | placement repository: types, loading from a file map, validation, status files | -  |
 //! | [`overlay`] | minijinja-rendered overlays: strategic-merge and JSON6902 patches, extra objects | -  |
 //! | [`plan`]    | pure planner: desired × observed → one step per namespace     | -  |
+//! | [`mover`]   | volume data plane: directory-to-directory sync over mutual TLS, delta blocks, tree-hash proof | disk, net |
 //! | [`output`]  | shared CLI output helpers: tables, `-o json|yaml`               | stdout |
 //! | [`pipeline`] | the migration: journal, preflight, stages, rollback, `ferry migrate` | via cluster |
 //! | [`transform`] | pure object transforms of a migration: leave behind, strip, rewrite, order, cutover patches, preflight requirements | - |
@@ -24,6 +25,7 @@ pub mod dev;
 pub mod kubeconfig;
 pub mod labels;
 pub mod metrics;
+pub mod mover;
 pub mod output;
 pub mod cluster;
 pub mod transform;

@@ -33,8 +33,9 @@ enum Command {
     /// Migrate one namespace between clusters: preflight, export, transform, apply,
     /// quiesce, volumes, cutover, verify, retire — resumable, rolled back on failure.
     Migrate(ferry::pipeline::cli::MigrateArgs),
-    /// Volume data mover (not implemented yet: volume issue).
-    Mover,
+    /// Volume data mover: sync a directory to another over mutual TLS (receive, send, copy, certs).
+    #[command(subcommand)]
+    Mover(ferry::mover::cli::MoverCommand),
     /// Run as a long-lived GitOps agent: follow the placement repository, migrate, commit status.
     Agent(ferry::agent::AgentArgs),
 }
@@ -151,10 +152,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => return ferry::model::cli::run(args).await,
         Command::Plan(args) => return ferry::plan::cli::run(args).await,
         Command::Agent(args) => return ferry::agent::run_cli(args).await,
-        Command::Mover => {
-            eprintln!("error: this command is not implemented yet");
-            return Ok(ExitCode::from(2));
-        }
+        Command::Mover(cmd) => return ferry::mover::cli::run(cmd).await,
     }
     Ok(ExitCode::SUCCESS)
 }

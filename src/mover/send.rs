@@ -1,0 +1,621 @@
+//! Sending end of a pass: walk the source, ship the listing, stream what the receiver
+//! needs over parallel data connections, then compare tree hashes.
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::hash::{Digest, block_hash, block_count, block_len, file_hash, zero_hash};
+use super::index::{Cached, HashIndex};
+use super::stats::Report;
+use super::tree::{self, Entry, Kind};
+use super::wire::{self, Counted, Counters, Dec, Enc, tag};
+use super::{BLOCK_SIZE, DELTA_MIN, MoverError, PROTOCOL_VERSION, Result};
+
+/// Whether to zstd-compress file chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compress {
+    /// Compress unless the receiver is on a loopback address (where CPU, not bandwidth, is scarce).
+    Auto,
+    /// Compress chunks that shrink by at least 10 %.
+    Always,
+    /// Never compress.
+    Never,
+}
+
+/// Options for one sending pass.
+pub struct SendOptions {
+    /// Receiver address `host:port`.
+    pub addr: String,
+    /// Name expected in the receiver's certificate.
+    pub server_name: ServerName<'static>,
+    /// Client TLS configuration (mutual TLS).
+    pub tls: Arc<ClientConfig>,
+    /// Source directory.
+    pub src: PathBuf,
+    /// Hash cache directory (outside `src`).
+    pub state: Option<PathBuf>,
+    /// Parallel data connections.
+    pub streams: usize,
+    /// Compression policy.
+    pub compress: Compress,
+    /// Bandwidth limit in bytes per second over all data connections.
+    pub bwlimit: Option<u64>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+type Tls = TlsStream<Counted<TcpStream>>;
+
+struct Job {
+    idx: usize,
+    remote_blocks: Option<Vec<Digest>>,
+}
+
+/// What was sent for one file.
+struct Sent {
+    size: u64,
+    mtime: (i64, u32),
+    ctime: (i64, u32),
+    ino: u64,
+    content: Digest,
+    blocks: Vec<Digest>,
+    unstable: bool,
+    gone: bool,
+}
+
+#[derive(Default)]
+struct Totals {
+    file_bytes: AtomicU64,
+    data_bytes: AtomicU64,
+}
+
+async fn connect(opts: &SendOptions, counters: &Counters) -> Result<Tls> {
+    let ctx = || format!("connect to receiver at {}", opts.addr);
+    let tcp = TcpStream::connect(&opts.addr).await.map_err(|e| MoverError::net(ctx(), e))?;
+    tcp.set_nodelay(true).map_err(|e| MoverError::net(ctx(), e))?;
+    let connector = TlsConnector::from(opts.tls.clone());
+    connector
+        .connect(opts.server_name.clone(), Counted::new(tcp, counters.clone()))
+        .await
+        .map_err(|e| MoverError::net(format!("TLS handshake with receiver at {}", opts.addr), e))
+}
+
+fn hello(role: u8, session: &[u8; 16]) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.u32(PROTOCOL_VERSION).u8(role).raw(session).u64(BLOCK_SIZE);
+    e.0
+}
+
+/// Run one pass to a receiver.
+pub async fn send(opts: SendOptions) -> Result<Report> {
+    let started = Instant::now();
+    if let Some(state) = &opts.state {
+        refuse_state_inside(state, &opts.src)?;
+    }
+    let counters = Counters::default();
+    let src = opts.src.clone();
+    let walk = tokio::task::spawn_blocking(move || tree::walk(&src, 4, &[]));
+    let (src2, state) = (opts.src.clone(), opts.state.clone());
+    let index = tokio::task::spawn_blocking(move || match state {
+        Some(s) => HashIndex::load(&s, "sender.idx", &src2),
+        None => Ok(HashIndex::memory()),
+    });
+    let control = connect(&opts, &counters).await?;
+    let compress = match opts.compress {
+        Compress::Always => true,
+        Compress::Never => false,
+        Compress::Auto => !control.get_ref().0.get_ref().peer_addr().map(|a| a.ip().is_loopback()).unwrap_or(false),
+    };
+    let mut entries = walk.await.expect("walk task")?;
+    let mut index = index.await.expect("index task")?;
+    let session: [u8; 16] = rand::random();
+    let (ctl_rd, ctl_wr) = tokio::io::split(control);
+    let mut ctl_wr = BufWriter::with_capacity(1 << 20, ctl_wr);
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Result<wire::Frame>>();
+    tokio::spawn(async move {
+        let mut rd = ctl_rd;
+        loop {
+            match wire::read_frame(&mut rd).await {
+                Ok(Some(f)) => {
+                    if ctl_tx.send(Ok(f)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    let _ = ctl_tx.send(Err(MoverError::Protocol("receiver closed the control connection".into())));
+                    return;
+                }
+                Err(e) => {
+                    let _ = ctl_tx.send(Err(MoverError::net("control connection to receiver", e)));
+                    return;
+                }
+            }
+        }
+    });
+    let net = |e| MoverError::net("control connection to receiver", e);
+    wire::write_frame(&mut ctl_wr, tag::HELLO, &hello(wire::ROLE_CONTROL, &session)).await.map_err(net)?;
+    let mut batch = Enc::new();
+    for e in &entries {
+        wire::put_entry(&mut batch, e);
+        if batch.0.len() > 512 * 1024 {
+            wire::write_frame(&mut ctl_wr, tag::ENTRIES, &batch.0).await.map_err(net)?;
+            batch.0.clear();
+        }
+    }
+    if !batch.0.is_empty() {
+        wire::write_frame(&mut ctl_wr, tag::ENTRIES, &batch.0).await.map_err(net)?;
+    }
+    wire::write_frame(&mut ctl_wr, tag::LISTING_END, &(entries.len() as u64).to_le_bytes()).await.map_err(net)?;
+    ctl_wr.flush().await.map_err(net)?;
+
+    // Need list.
+    let mut jobs = Vec::new();
+    loop {
+        let f = next_ctl(&mut ctl_rx).await?;
+        match f.tag {
+            tag::NEED => {
+                let mut d = Dec::new(&f.body, "need");
+                while !d.is_empty() {
+                    let idx = d.u32()? as usize;
+                    let delta = d.u8()? == 1;
+                    let n = d.u32()? as usize;
+                    if idx >= entries.len() || entries[idx].kind != Kind::File {
+                        return Err(MoverError::Protocol(format!("receiver asked for entry {idx}, which is not a file")));
+                    }
+                    let mut blocks = Vec::with_capacity(n.min(1 << 20));
+                    for _ in 0..n {
+                        blocks.push(d.digest()?);
+                    }
+                    jobs.push(Job { idx, remote_blocks: delta.then_some(blocks) });
+                }
+            }
+            tag::NEED_END => break,
+            t => return Err(MoverError::Protocol(format!("unexpected message {t} while waiting for the need list"))),
+        }
+    }
+    let needed: HashSet<usize> = jobs.iter().map(|j| j.idx).collect();
+    let total_bytes: u64 = jobs.iter().map(|j| entries[j.idx].size).sum();
+    // Big files first so they do not become the tail of the pass.
+    jobs.sort_by_key(|j| std::cmp::Reverse(entries[j.idx].size));
+    let n_jobs = jobs.len();
+
+    // Content hashes of files not sent, computed while data flows.
+    let entries_arc = Arc::new(std::mem::take(&mut entries));
+    let cached: Arc<HashMap<Vec<u8>, Cached>> = Arc::new(std::mem::take(&mut index.map));
+    let skipped_hashes = {
+        let (entries, cached, src, needed) = (entries_arc.clone(), cached.clone(), opts.src.clone(), needed.clone());
+        tokio::task::spawn_blocking(move || hash_unsent(&entries, &cached, &src, &needed))
+    };
+
+    let bar = (opts.progress && total_bytes > 0).then(|| {
+        let b = indicatif::ProgressBar::new(total_bytes);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let totals = Arc::new(Totals::default());
+    let results: Arc<Mutex<HashMap<usize, Sent>>> = Arc::new(Mutex::new(HashMap::new()));
+    let streams = opts.streams.max(1).min(n_jobs);
+    if n_jobs > 0 {
+        let queue = Arc::new(Mutex::new(jobs.into_iter().collect::<VecDeque<_>>()));
+        let limiter = opts.bwlimit.map(|r| Arc::new((Instant::now(), AtomicU64::new(0), r)));
+        let mut tasks = Vec::new();
+        for _ in 0..streams {
+            let mut conn = connect(&opts, &counters).await?;
+            wire::write_frame(&mut conn, tag::HELLO, &hello(wire::ROLE_DATA, &session))
+                .await
+                .map_err(|e| MoverError::net("data connection to receiver", e))?;
+            let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+            let (queue, entries, src, totals, results, bar) =
+                (queue.clone(), entries_arc.clone(), opts.src.clone(), totals.clone(), results.clone(), bar.clone());
+            let reader = std::thread::spawn(move || read_jobs(&queue, &entries, &src, &tx, compress, &totals, &results, bar.as_ref()));
+            tasks.push(tokio::spawn(pump(conn, rx, reader, limiter.clone())));
+        }
+        let all = futures::future::try_join_all(tasks.into_iter().map(|t| async move { t.await.expect("data task") }));
+        tokio::pin!(all);
+        tokio::select! {
+            r = &mut all => {
+                if let Err(e) = r {
+                    // The receiver usually says why it dropped the stream on the control connection.
+                    if let Ok(Some(Ok(f))) = tokio::time::timeout(Duration::from_secs(2), ctl_rx.recv()).await
+                        && f.tag == tag::ERROR {
+                        return Err(MoverError::Peer { side: "receiver", message: wire::error_text(&f.body) });
+                    }
+                    return Err(e);
+                }
+            }
+            f = next_ctl(&mut ctl_rx) => {
+                let f = f?;
+                return Err(MoverError::Protocol(format!("unexpected message {} during the data phase", f.tag)));
+            }
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    wire::write_frame(&mut ctl_wr, tag::FINISH, &[]).await.map_err(net)?;
+    ctl_wr.flush().await.map_err(net)?;
+    let f = next_ctl(&mut ctl_rx).await?;
+    if f.tag != tag::DONE {
+        return Err(MoverError::Protocol(format!("expected the receiver's report, got message {}", f.tag)));
+    }
+    let receiver: super::stats::ReceiverReport =
+        serde_json::from_slice(&f.body).map_err(|e| MoverError::Protocol(format!("receiver report: {e}")))?;
+
+    // Sender's tree hash over what it actually sent.
+    let (unsent, changed_unsent) = skipped_hashes.await.expect("hash task")?;
+    let results = std::mem::take(&mut *results.lock().unwrap());
+    let mut entries = Arc::try_unwrap(entries_arc).unwrap_or_else(|a| (*a).clone());
+    let mut unstable = changed_unsent;
+    let mut contents: HashMap<Vec<u8>, Digest> = unsent;
+    let mut new_index = HashIndex::memory();
+    for (idx, s) in &results {
+        let e = &mut entries[*idx];
+        if s.unstable || s.gone {
+            unstable += 1;
+        }
+        if s.gone {
+            e.kind = Kind::Dir; // marker, removed below
+            e.path.push(0);
+            continue;
+        }
+        e.size = s.size;
+        (e.mtime_s, e.mtime_ns) = s.mtime;
+        contents.insert(e.path.clone(), s.content);
+        if !s.unstable {
+            new_index.map.insert(
+                e.path.clone(),
+                Cached { size: s.size, mtime: s.mtime, ctime: s.ctime, ino: s.ino, content: s.content, blocks: s.blocks.clone() },
+            );
+        }
+    }
+    entries.retain(|e| !e.path.ends_with(&[0]));
+    let hash = tree::tree_hash(&entries, |i| contents.get(&entries[i].path).copied().unwrap_or([0; 32]));
+    let sender_hash = hex::encode(hash);
+    let ok = sender_hash == receiver.tree_hash;
+    let mut v = Enc::new();
+    v.raw(&hash).u8(if ok { 0 } else if unstable > 0 { 3 } else { 1 });
+    wire::write_frame(&mut ctl_wr, tag::VERDICT, &v.0).await.map_err(net)?;
+    ctl_wr.flush().await.map_err(net)?;
+    let _ = ctl_wr.shutdown().await;
+
+    if let Some(state_dir) = &opts.state {
+        // Keep cache entries for files that were not sent and still match.
+        for e in &entries {
+            if e.kind == Kind::File
+                && !new_index.map.contains_key(&e.path)
+                && let Some(c) = cached.get(&e.path)
+                && c.matches(e)
+            {
+                new_index.map.insert(e.path.clone(), c.clone());
+            }
+            if e.kind == Kind::File
+                && !new_index.map.contains_key(&e.path)
+                && let Some(h) = contents.get(&e.path)
+            {
+                new_index.map.insert(
+                    e.path.clone(),
+                    Cached {
+                        size: e.size,
+                        mtime: (e.mtime_s, e.mtime_ns),
+                        ctime: (e.local.ctime_s, e.local.ctime_ns),
+                        ino: e.local.ino,
+                        content: *h,
+                        blocks: Vec::new(),
+                    },
+                );
+            }
+        }
+        let mut idx = HashIndex::load(state_dir, "sender.idx", &opts.src)?;
+        idx.map = new_index.map;
+        let keep = entries.clone();
+        tokio::task::spawn_blocking(move || idx.save(&keep)).await.expect("save task")?;
+    }
+    let files_total = entries.iter().filter(|e| e.kind == Kind::File).count() as u64;
+    let files_sent = results.values().filter(|s| !s.gone).count() as u64;
+    Ok(Report {
+        source: opts.src.display().to_string(),
+        destination: opts.addr.clone(),
+        ok,
+        entries: entries.len() as u64,
+        files_total,
+        files_sent,
+        files_delta: receiver.files_delta,
+        files_skipped: receiver.files_skipped,
+        entries_deleted: receiver.entries_deleted,
+        unstable_files: unstable,
+        file_bytes_sent: totals.file_bytes.load(Ordering::Relaxed),
+        data_bytes_sent: totals.data_bytes.load(Ordering::Relaxed),
+        wire_bytes_sent: counters.sent(),
+        wire_bytes_received: counters.received(),
+        compression: compress,
+        streams: streams as u64,
+        duration_ms: started.elapsed().as_millis() as u64,
+        sender_tree_hash: sender_hash,
+        receiver_tree_hash: receiver.tree_hash.clone(),
+        receiver,
+    })
+}
+
+/// Refuse a state directory inside the tree it describes (it would be copied or deleted).
+pub fn refuse_state_inside(state: &Path, data: &Path) -> Result<()> {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (s, d) = (canon(state), canon(data));
+    if s.starts_with(&d) {
+        return Err(MoverError::Config(format!(
+            "--state {} is inside the data directory {}; put it outside (it would be copied or deleted as data)",
+            state.display(),
+            data.display()
+        )));
+    }
+    Ok(())
+}
+
+async fn next_ctl(rx: &mut mpsc::UnboundedReceiver<Result<wire::Frame>>) -> Result<wire::Frame> {
+    match rx.recv().await {
+        Some(Ok(f)) if f.tag == tag::ERROR => Err(MoverError::Peer { side: "receiver", message: wire::error_text(&f.body) }),
+        Some(Ok(f)) => Ok(f),
+        Some(Err(e)) => Err(e),
+        None => Err(MoverError::Protocol("control connection closed".into())),
+    }
+}
+
+/// Move encoded frames from a reader thread to the TLS connection, then close the stream
+/// and wait for the receiver's acknowledgement.
+async fn pump(
+    mut conn: Tls,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    reader: std::thread::JoinHandle<Result<()>>,
+    limiter: Option<Arc<(Instant, AtomicU64, u64)>>,
+) -> Result<()> {
+    let net = |e| MoverError::net("data connection to receiver", e);
+    let mut w = BufWriter::with_capacity(256 * 1024, &mut conn);
+    let mut write_err = None;
+    while let Some(frame) = rx.recv().await {
+        if let Err(e) = w.write_all(&frame).await {
+            write_err = Some(e);
+            break;
+        }
+        if let Some(l) = &limiter {
+            let sent = l.1.fetch_add(frame.len() as u64, Ordering::Relaxed) + frame.len() as u64;
+            let due = Duration::from_secs_f64(sent as f64 / l.2 as f64);
+            let elapsed = l.0.elapsed();
+            if due > elapsed {
+                tokio::time::sleep(due - elapsed).await;
+            }
+        }
+    }
+    drop(rx);
+    let read_result = tokio::task::spawn_blocking(move || reader.join()).await.expect("join");
+    if let Some(e) = write_err {
+        return Err(net(e));
+    }
+    match read_result {
+        Ok(r) => r?,
+        Err(_) => return Err(MoverError::Protocol("file reader thread panicked".into())),
+    }
+    wire::write_frame(&mut w, tag::DATA_END, &[]).await.map_err(net)?;
+    w.flush().await.map_err(net)?;
+    drop(w);
+    match wire::read_frame(&mut conn).await.map_err(net)? {
+        Some(f) if f.tag == tag::DATA_DONE => Ok(()),
+        Some(f) if f.tag == tag::ERROR => Err(MoverError::Peer { side: "receiver", message: wire::error_text(&f.body) }),
+        Some(f) => Err(MoverError::Protocol(format!("unexpected message {} at the end of a data stream", f.tag))),
+        None => Err(MoverError::Protocol("receiver closed a data connection before acknowledging it".into())),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_jobs(
+    queue: &Mutex<VecDeque<Job>>,
+    entries: &[Entry],
+    src: &Path,
+    tx: &mpsc::Sender<Vec<u8>>,
+    compress: bool,
+    totals: &Totals,
+    results: &Mutex<HashMap<usize, Sent>>,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<()> {
+    let mut buf = vec![0u8; BLOCK_SIZE as usize];
+    let mut zc = if compress { Some(zstd::bulk::Compressor::new(1).map_err(|e| MoverError::Protocol(format!("zstd: {e}")))?) } else { None };
+    loop {
+        let Some(job) = queue.lock().unwrap().pop_front() else { return Ok(()) };
+        let sent = send_file(&job, entries, src, tx, &mut buf, zc.as_mut(), totals, bar)?;
+        results.lock().unwrap().insert(job.idx, sent);
+    }
+}
+
+fn emit(tx: &mpsc::Sender<Vec<u8>>, frame: Vec<u8>) -> Result<()> {
+    tx.blocking_send(frame).map_err(|_| MoverError::Protocol("data connection closed while sending".into()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_file(
+    job: &Job,
+    entries: &[Entry],
+    src: &Path,
+    tx: &mpsc::Sender<Vec<u8>>,
+    buf: &mut [u8],
+    mut zc: Option<&mut zstd::bulk::Compressor<'static>>,
+    totals: &Totals,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<Sent> {
+    use std::os::unix::fs::MetadataExt;
+    let e = &entries[job.idx];
+    let path = e.abs(src);
+    let gone = || -> Result<Sent> {
+        let mut g = Enc::new();
+        g.u32(job.idx as u32);
+        emit(tx, wire::frame(tag::FILE_GONE, &g.0))?;
+        Ok(Sent { size: 0, mtime: (0, 0), ctime: (0, 0), ino: 0, content: [0; 32], blocks: vec![], unstable: true, gone: true })
+    };
+    let file = match tree::open_read(&path) {
+        Ok(f) => f,
+        Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ELOOP) | Some(libc::ENOTDIR)) => return gone(),
+        Err(err) => return Err(MoverError::io("open", &path, err)),
+    };
+    let md = file.metadata().map_err(|err| MoverError::io("stat", &path, err))?;
+    if !md.is_file() {
+        return gone();
+    }
+    let (size, mtime, ctime) = (md.size(), (md.mtime(), md.mtime_nsec() as u32), (md.ctime(), md.ctime_nsec() as u32));
+    let remote = job.remote_blocks.as_deref();
+    let mut b = Enc::new();
+    b.u32(job.idx as u32).u64(size).i64(mtime.0).u32(mtime.1).u8(remote.is_some() as u8);
+    emit(tx, wire::frame(tag::FILE_BEGIN, &b.0))?;
+
+    let segs = tree::data_segments(&file, size, md.blocks());
+    let mut seg_i = 0;
+    let mut hashes = Vec::with_capacity(block_count(size) as usize);
+    let mut unstable = false;
+    let mut try_compress = zc.is_some();
+    let mut chunk = |off: u64, data: &[u8], try_compress: &mut bool| -> Result<()> {
+        let mut payload: Option<Vec<u8>> = None;
+        if *try_compress && let Some(z) = zc.as_deref_mut() {
+            match z.compress(data) {
+                Ok(c) if (c.len() as u64) * 10 < data.len() as u64 * 9 => payload = Some(c),
+                // Incompressible data: stop trying for the rest of this file.
+                _ => *try_compress = false,
+            }
+        }
+        let body_len = 13 + payload.as_ref().map_or(data.len(), |p| p.len());
+        let mut f = Vec::with_capacity(5 + body_len);
+        f.push(tag::CHUNK);
+        f.extend_from_slice(&(body_len as u32).to_le_bytes());
+        f.extend_from_slice(&off.to_le_bytes());
+        f.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        f.push(payload.is_some() as u8);
+        f.extend_from_slice(payload.as_deref().unwrap_or(data));
+        totals.file_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        totals.data_bytes.fetch_add((body_len - 13) as u64, Ordering::Relaxed);
+        if let Some(b) = bar {
+            b.inc(data.len() as u64);
+        }
+        emit(tx, f)
+    };
+    for bi in 0..block_count(size) {
+        let off = bi * BLOCK_SIZE;
+        let len = block_len(size, bi);
+        let end = off + len;
+        while seg_i < segs.len() && segs[seg_i].1 <= off {
+            seg_i += 1;
+        }
+        let mut pieces = Vec::new();
+        let mut k = seg_i;
+        while k < segs.len() && segs[k].0 < end {
+            pieces.push((segs[k].0.max(off), segs[k].1.min(end)));
+            k += 1;
+        }
+        let blk = &mut buf[..len as usize];
+        let h = if pieces.is_empty() {
+            zero_hash(len)
+        } else {
+            if pieces.len() != 1 || pieces[0] != (off, end) {
+                blk.fill(0);
+            }
+            for &(s, t) in &pieces {
+                let dst = &mut blk[(s - off) as usize..(t - off) as usize];
+                let got = tree::read_full_at(&file, dst, s).map_err(|err| MoverError::io("read", &path, err))?;
+                if got < dst.len() {
+                    dst[got..].fill(0); // shrank under us
+                    unstable = true;
+                }
+            }
+            block_hash(blk)
+        };
+        match remote {
+            Some(r) => {
+                if r.get(bi as usize) != Some(&h) {
+                    if pieces.is_empty() {
+                        let mut z = Enc::new();
+                        z.u64(off).u64(len);
+                        emit(tx, wire::frame(tag::ZERO, &z.0))?;
+                    } else {
+                        chunk(off, blk, &mut try_compress)?;
+                    }
+                }
+            }
+            None => {
+                for &(s, t) in &pieces {
+                    chunk(s, &blk[(s - off) as usize..(t - off) as usize], &mut try_compress)?;
+                }
+            }
+        }
+        hashes.push(h);
+    }
+    let content = file_hash(size, &hashes);
+    let md2 = file.metadata().map_err(|err| MoverError::io("stat", &path, err))?;
+    if md2.size() != size || (md2.mtime(), md2.mtime_nsec() as u32) != mtime || (md2.ctime(), md2.ctime_nsec() as u32) != ctime {
+        unstable = true;
+    }
+    let mut fe = Enc::new();
+    fe.raw(&content).u8(unstable as u8);
+    emit(tx, wire::frame(tag::FILE_END, &fe.0))?;
+    if size < DELTA_MIN {
+        hashes.clear();
+    }
+    Ok(Sent { size, mtime, ctime, ino: md.ino(), content, blocks: hashes, unstable, gone: false })
+}
+
+/// Content hashes of regular files the receiver did not need: from the cache where it
+/// still matches, else by reading them (two threads).
+fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path, needed: &HashSet<usize>) -> Result<(HashMap<Vec<u8>, Digest>, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let changed = AtomicU64::new(0);
+    let todo: Vec<usize> = (0..entries.len()).filter(|i| entries[*i].kind == Kind::File && !needed.contains(i)).collect();
+    let out = Mutex::new(HashMap::with_capacity(todo.len()));
+    let next = AtomicU64::new(0);
+    let err = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(&i) = todo.get(k) else { return };
+                    let e = &entries[i];
+                    let h = match cached.get(&e.path).filter(|c| c.matches(e)) {
+                        Some(c) => c.content,
+                        None => {
+                            let p = e.abs(src);
+                            let r = tree::open_read(&p).map_err(|x| MoverError::io("open", &p, x)).and_then(|f| {
+                                let r = tree::hash_file(&f, &p, e.size, e.local.blocks)?;
+                                // Changed since the walk: the receiver kept the old version.
+                                if let Ok(m) = f.metadata()
+                                    && (m.size(), m.mtime(), m.mtime_nsec() as u32, m.ctime(), m.ctime_nsec() as u32)
+                                        != (e.size, e.mtime_s, e.mtime_ns, e.local.ctime_s, e.local.ctime_ns)
+                                {
+                                    changed.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(r)
+                            });
+                            match r {
+                                Ok((_, c)) => c,
+                                Err(x) => {
+                                    err.lock().unwrap().get_or_insert(x);
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    out.lock().unwrap().insert(e.path.clone(), h);
+                }
+            });
+        }
+    });
+    if let Some(e) = err.into_inner().unwrap() {
+        return Err(e);
+    }
+    Ok((out.into_inner().unwrap(), changed.into_inner()))
+}

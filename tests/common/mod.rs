@@ -1,0 +1,146 @@
+//! Helpers shared by the mover tests: run the real `ferry` binary and build test trees.
+#![allow(dead_code)]
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn ferry() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.env("FERRY_LOG", "warn");
+    c
+}
+
+/// Result of one pass run through the binary.
+pub struct Pass {
+    pub code: i32,
+    pub report: serde_json::Value,
+    pub stderr: String,
+}
+
+impl Pass {
+    pub fn u(&self, key: &str) -> u64 {
+        self.report[key].as_u64().unwrap_or_else(|| panic!("report has no {key}: {}", self.report))
+    }
+}
+
+fn pass_from(out: Output) -> Pass {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    Pass { code: out.status.code().unwrap_or(-1), report, stderr }
+}
+
+/// `ferry mover copy SRC DST -o json [extra]`.
+pub fn copy(src: &Path, dst: &Path, extra: &[&str]) -> Pass {
+    let out = ferry().args(["mover", "copy"]).arg(src).arg(dst).args(["-o", "json"]).args(extra).output().unwrap();
+    pass_from(out)
+}
+
+/// `copy` that must succeed with equal hashes.
+pub fn copy_ok(src: &Path, dst: &Path, extra: &[&str]) -> Pass {
+    let p = copy(src, dst, extra);
+    assert_eq!(p.code, 0, "copy failed: {}\n{}", p.stderr, p.report);
+    assert_eq!(p.report["ok"], true);
+    assert_eq!(p.report["sender_tree_hash"], p.report["receiver_tree_hash"]);
+    p
+}
+
+/// Mint certificates with the binary.
+pub fn certs(dir: &Path) {
+    let st = ferry().args(["mover", "certs", "--out"]).arg(dir).status().unwrap();
+    assert!(st.success());
+}
+
+/// Start `ferry mover receive` on 127.0.0.1:0 and wait for its address.
+#[allow(clippy::zombie_processes)] // callers wait via `finish` or kill + wait
+pub fn start_receiver(dst: &Path, certs: &Path, work: &Path, extra: &[&str]) -> (Child, String) {
+    let ready = work.join(format!("ready-{}", rand::random::<u32>()));
+    let child = ferry()
+        .args(["mover", "receive", "--listen", "127.0.0.1:0", "-o", "json", "--dir"])
+        .arg(dst)
+        .arg("--certs")
+        .arg(certs)
+        .arg("--ready-file")
+        .arg(&ready)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        if let Ok(a) = std::fs::read_to_string(&ready) {
+            return (child, a);
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "receiver did not become ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `ferry mover send` as a child process.
+pub fn spawn_sender(addr: &str, src: &Path, certs: &Path, extra: &[&str]) -> Child {
+    ferry()
+        .args(["mover", "send", "-o", "json", "--to", addr, "--dir"])
+        .arg(src)
+        .arg("--certs")
+        .arg(certs)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+pub fn finish(child: Child) -> Pass {
+    pass_from(child.wait_with_output().unwrap())
+}
+
+/// Deterministic pseudo-random bytes (blake3 XOF), half of each 4 KiB compressible when `text`.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    let mut h = blake3::Hasher::new();
+    h.update(&seed.to_le_bytes());
+    h.finalize_xof().fill(&mut v);
+    v
+}
+
+/// Set mtime (ns precision) without following symlinks.
+pub fn set_mtime(p: &Path, s: i64, ns: i64) {
+    let ts = libc::timespec { tv_sec: s, tv_nsec: ns };
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [ts, ts].as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    assert_eq!(r, 0, "utimensat {}", p.display());
+}
+
+pub fn chown(p: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).unwrap();
+}
+
+pub fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn write(p: &Path, data: &[u8]) {
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(p, data).unwrap();
+}
+
+pub struct Work {
+    pub dir: tempfile::TempDir,
+}
+
+impl Work {
+    pub fn new() -> Self {
+        // Under target/ so large test trees stay on the real disk, not a small /tmp.
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        Work { dir: tempfile::Builder::new().prefix("mover-").tempdir_in(base).unwrap() }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
