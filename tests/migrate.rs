@@ -387,3 +387,50 @@ async fn placement_repo_supplies_clusters_overlays_and_retention() {
     let left = until - time::OffsetDateTime::now_utc();
     assert!(left > time::Duration::minutes(55) && left <= time::Duration::minutes(60), "{left}");
 }
+
+/// A copy of the example placement repo with `extra` as the placement of `ns`, and per-cluster kubeconfigs.
+fn repo_with(h: &Harness, ns: &str, placement_spec: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("placement");
+    copy_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/placement-repo"), &repo);
+    std::fs::write(
+        repo.join(format!("namespaces/{ns}.yaml")),
+        format!("apiVersion: ferry.dev/v1alpha1\nkind: Placement\nmetadata:\n  name: {ns}\nspec:\n{placement_spec}"),
+    )
+    .unwrap();
+    let kdir = tmp.path().join("kubeconfigs");
+    std::fs::create_dir_all(&kdir).unwrap();
+    for c in ["east", "west"] {
+        std::fs::copy(h.state.join(c).join("admin.kubeconfig"), kdir.join(c)).unwrap();
+    }
+    (tmp, repo, kdir)
+}
+
+#[tokio::test]
+async fn a_failing_required_hook_rolls_back_an_optional_one_does_not() {
+    let h = harness();
+    // Simulated (kwok) pods have no container to exec into, so every hook
+    // fails for real at the API server: what matters is what Ferry does then.
+    for (required, expect_ok) in [("true", false), ("false", true)] {
+        let ns = guestbook(h, &format!("mig-hook-{required}")).await;
+        let _west = TestNamespace::adopt(h, &ns.name, "west");
+        let spec = format!("  cluster: west\n  hooks:\n    beforeQuiesce:\n      - name: flush\n        selector:\n          app: redis\n        command: [redis-cli, save]\n        timeout: 20s\n        required: {required}\n");
+        let (_tmp, repo, kdir) = repo_with(h, &ns.name, &spec);
+        let out = std::process::Command::new(support::ferry_bin())
+            .args(["migrate", &ns.name, "--from", "east", "--repo", repo.to_str().unwrap(), "--kubeconfig-dir", kdir.to_str().unwrap(), "-o", "json", "--ready-timeout", "90s"])
+            .output()
+            .unwrap();
+        let journal: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if expect_ok {
+            assert!(out.status.success(), "{}", text(&out));
+            assert_eq!(journal["outcome"], "succeeded");
+        } else {
+            assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+            assert_eq!(journal["failure"]["stage"], "quiesce");
+            let msg = journal["failure"]["message"].as_str().unwrap();
+            assert!(msg.contains("beforeQuiesce hook \"flush\"") && msg.contains("redis-cli save") && msg.contains("required: false"), "{msg}");
+            deployments_ready(h, "east", &ns.name, &GUESTBOOK).await;
+            assert!(!exists(h, "west", &["namespace", &ns.name]));
+        }
+    }
+}

@@ -275,3 +275,41 @@ pub struct Headroom {
     pub largest_node_cpu_millis: i128,
     pub largest_node_memory_bytes: i128,
 }
+
+impl Cluster {
+    /// Run `command` in `container` (None = the pod's first) of a pod; Ok(output) when it
+    /// exits 0, Err with the exit status and output otherwise.
+    pub async fn exec(&self, namespace: &str, pod: &str, container: Option<&str>, command: &[String], timeout: Duration) -> Result<String, String> {
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::api::AttachParams;
+        use tokio::io::AsyncReadExt;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let mut ap = AttachParams::default().stdout(true).stderr(true).stdin(false);
+        if let Some(c) = container {
+            ap = ap.container(c);
+        }
+        let run = async {
+            let mut proc = api.exec(pod, command.to_vec(), &ap).await.map_err(|e| format!("cannot exec in pod {namespace}/{pod} on {}: {e}", self.name))?;
+            let mut out = String::new();
+            if let Some(mut so) = proc.stdout() {
+                let _ = so.read_to_string(&mut out).await;
+            }
+            if let Some(mut se) = proc.stderr() {
+                let _ = se.read_to_string(&mut out).await;
+            }
+            let status = match proc.take_status() {
+                Some(s) => s.await,
+                None => None,
+            };
+            match status {
+                Some(s) if s.status.as_deref() == Some("Success") => Ok(out),
+                Some(s) => Err(format!("exited with {}: {}", s.message.unwrap_or_default(), out.trim())),
+                None => Err(format!("no exit status from pod {namespace}/{pod}: {}", out.trim())),
+            }
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("timed out after {}s", timeout.as_secs())),
+        }
+    }
+}

@@ -46,6 +46,8 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
         keep_load_balancer_ips: false,
         reserve: (0, 0),
         overlay: None,
+        before_quiesce: Vec::new(),
+        after_start: Vec::new(),
     };
     let console = Console::default();
     let journal = Migration { spec, source: from, dest: to, progress: &console, stop: None }.run().await?;

@@ -93,6 +93,8 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
             crate::transform::quantity::bytes(&args.reserve_memory).with_context(|| format!("--reserve-memory {:?} is not a quantity", args.reserve_memory))?,
         ),
         overlay: None,
+        before_quiesce: Vec::new(),
+        after_start: Vec::new(),
     };
     execute(spec, &source, &dest, args.output).await
 }

@@ -25,6 +25,20 @@ use crate::transform::{self, TransformContext, TransformOutput, VolumeMode};
 use journal::{Failure, Journal, JournalError, Outcome, Stage, Stored};
 use progress::Progress;
 
+fn hooks(file: &str, field: &str, hs: &[crate::model::Hook]) -> anyhow::Result<Vec<HookSpec>> {
+    hs.iter().enumerate().map(|(i, h)| {
+        Ok(HookSpec {
+            name: h.name.clone(),
+            selector: h.selector.clone(),
+            container: h.container.clone(),
+            command: h.command.value.clone(),
+            timeout: humantime::parse_duration(&h.timeout.value)
+                .map_err(|e| anyhow::anyhow!("{file}: spec.hooks.{field}[{i}].timeout {:?}: {e}", h.timeout.value))?,
+            required: h.required,
+        })
+    }).collect()
+}
+
 /// Server-side applies in flight at once within one kind.
 const APPLY_CONCURRENCY: usize = 16;
 
@@ -46,6 +60,22 @@ pub struct Spec {
     pub reserve: (i128, i128),
     /// The placement repository's overlay for this namespace, with its template context.
     pub overlay: Option<(crate::overlay::OverlaySource, crate::overlay::OverlayContext)>,
+    /// Commands run in the source's pods before quiesce (e.g. `nodetool drain`).
+    pub before_quiesce: Vec<HookSpec>,
+    /// Commands run in the destination's pods once they are Ready.
+    pub after_start: Vec<HookSpec>,
+}
+
+/// A command run in the pods a label selector picks.
+#[derive(Clone, Debug)]
+pub struct HookSpec {
+    pub name: String,
+    pub selector: BTreeMap<String, String>,
+    pub container: Option<String>,
+    pub command: Vec<String>,
+    pub timeout: Duration,
+    /// A failing required hook fails the stage (and rolls back); others are reported.
+    pub required: bool,
 }
 
 impl Spec {
@@ -88,6 +118,8 @@ impl Spec {
             keep_load_balancer_ips: false,
             reserve,
             overlay,
+            before_quiesce: hooks(&placement.file, "beforeQuiesce", &placement.spec.hooks.before_quiesce)?,
+            after_start: hooks(&placement.file, "afterStart", &placement.spec.hooks.after_start)?,
         })
     }
 }

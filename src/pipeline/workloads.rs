@@ -49,6 +49,7 @@ pub(super) async fn quiesce(m: &Migration<'_>, stored: &mut Stored) -> anyhow::R
         stored.journal.downtime_started_at = Some(super::journal::now());
         m.save(stored).await?;
     }
+    run_hooks(m, m.source, &m.spec.before_quiesce, "beforeQuiesce").await?;
     let mut stopped = 0;
     for o in workloads(m.source, ns).await? {
         let r = obj_ref(&o);
@@ -126,7 +127,40 @@ pub(super) async fn cutover(m: &Migration<'_>, stored: &mut Stored) -> anyhow::R
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    run_hooks(m, m.dest, &m.spec.after_start, "afterStart").await?;
     Ok(dest_workloads.len() + stored.journal.bare_pods.len())
+}
+
+/// Run each hook in every Running pod its selector picks. A required hook
+/// that fails (or finds no pod) fails the stage; an optional one is logged.
+async fn run_hooks(m: &Migration<'_>, cluster: &Cluster, hooks: &[super::HookSpec], when: &str) -> anyhow::Result<()> {
+    let ns = &m.spec.namespace;
+    for h in hooks {
+        let selector = h.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let pods: Vec<String> = cluster.list("v1", "Pod", Some(ns), Some(&selector)).await?.iter()
+            .filter(|p| p.pointer("/status/phase").and_then(Value::as_str) == Some("Running"))
+            .filter_map(|p| p.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let mut problems = Vec::new();
+        if pods.is_empty() {
+            problems.push(format!("no Running pod matches {selector}"));
+        }
+        for pod in &pods {
+            m.progress.detail(&format!("hook {} in {pod}", h.name));
+            match cluster.exec(ns, pod, h.container.as_deref(), &h.command, h.timeout).await {
+                Ok(_) => tracing::info!(hook = %h.name, %pod, cluster = %cluster.name, "hook succeeded"),
+                Err(e) => problems.push(format!("{pod}: {e}")),
+            }
+        }
+        if !problems.is_empty() {
+            let msg = format!("{when} hook {:?} ({}) on {}: {}", h.name, h.command.join(" "), cluster.name, problems.join("; "));
+            if h.required {
+                anyhow::bail!("{msg} (mark the hook `required: false` to go on despite failures)");
+            }
+            tracing::warn!("{msg}; not required, continuing");
+        }
+    }
+    Ok(())
 }
 
 /// Put the source back as it was before quiesce.
