@@ -58,11 +58,73 @@ pub struct Facts {
     pub largest_pod: (i128, i128),
     /// Headroom the cluster definition reserves: (cpu millicores, memory bytes).
     pub reserve: (i128, i128),
+    /// Quota and LimitRange problems of the namespace's own objects ([`quota_findings`]).
+    pub quota: Vec<Finding>,
+}
+
+/// The namespace's own ResourceQuotas and LimitRanges travel with it: check
+/// that what it runs fits them, so nothing is refused by admission only at
+/// cutover, after the source was stopped.
+pub fn quota_findings(namespace: &str, apply: &[Value], req: &Requirements) -> Vec<Finding> {
+    use crate::transform::quantity::{bytes, millicores};
+    let mut out = Vec::new();
+    let q = |v: &Value, millis: bool| v.as_str().and_then(|s| if millis { millicores(s) } else { bytes(s) });
+    let claims = apply.iter().filter(|o| o["kind"] == "PersistentVolumeClaim").count() as i128;
+    let storage: i128 = req.storage_bytes.values().sum();
+    for rq in apply.iter().filter(|o| o["kind"] == "ResourceQuota") {
+        let name = rq.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let Some(hard) = rq.pointer("/spec/hard").and_then(Value::as_object) else { continue };
+        let checks: [(&str, bool, i128, String); 5] = [
+            ("requests.cpu", true, req.cpu_millis, format!("{}m", req.cpu_millis)),
+            ("cpu", true, req.cpu_millis, format!("{}m", req.cpu_millis)),
+            ("requests.memory", false, req.memory_bytes, gib(req.memory_bytes)),
+            ("memory", false, req.memory_bytes, gib(req.memory_bytes)),
+            ("persistentvolumeclaims", false, claims, claims.to_string()),
+        ];
+        let mut all: Vec<(&str, bool, i128, String)> = checks.into_iter().collect();
+        all.push(("requests.storage", false, storage, gib(storage)));
+        for (key, millis, used, shown) in all {
+            let Some(limit) = hard.get(key).and_then(|v| q(v, millis)) else { continue };
+            if used > limit {
+                out.push(Finding {
+                    check: "quota",
+                    message: format!("namespace {namespace} needs {key} {shown} but its ResourceQuota {name} allows {}", hard[key].as_str().unwrap_or("?")),
+                    hint: "raise the quota (it moves with the namespace) or lower the workloads' requests before moving".into(),
+                });
+            }
+        }
+    }
+    for lr in apply.iter().filter(|o| o["kind"] == "LimitRange") {
+        let name = lr.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        for item in lr.pointer("/spec/limits").and_then(Value::as_array).into_iter().flatten().filter(|i| i["type"] == "Container") {
+            for o in apply {
+                let Some(spec) = o.pointer("/spec/template/spec").or_else(|| (o["kind"] == "Pod").then(|| o.get("spec")).flatten()) else { continue };
+                for c in spec.get("containers").and_then(Value::as_array).into_iter().flatten() {
+                    for (res, millis) in [("cpu", true), ("memory", false)] {
+                        let Some(max) = item.pointer(&format!("/max/{res}")).and_then(|v| q(v, millis)) else { continue };
+                        let asked = c.pointer(&format!("/resources/limits/{res}")).or_else(|| c.pointer(&format!("/resources/requests/{res}")));
+                        if asked.and_then(|v| q(v, millis)).is_some_and(|a| a > max) {
+                            out.push(Finding {
+                                check: "limit-range",
+                                message: format!(
+                                    "container {} of {} {} asks {res} {} above the max {} of LimitRange {name} (namespace {namespace}): it would be refused at cutover",
+                                    c["name"].as_str().unwrap_or("?"), o["kind"].as_str().unwrap_or("?"), o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?"),
+                                    asked.and_then(Value::as_str).unwrap_or("?"), item.pointer(&format!("/max/{res}")).and_then(Value::as_str).unwrap_or("?")
+                                ),
+                                hint: "fix the container's resources or the LimitRange before moving".into(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The verdict: every problem, none means go.
 pub fn check(f: &Facts) -> Vec<Finding> {
-    let mut out = Vec::new();
+    let mut out = f.quota.clone();
     let dest = &f.dest_cluster;
     for av in &f.unserved {
         out.push(Finding {
@@ -171,6 +233,7 @@ pub async fn gather(
         migration_id: migration_id.map(str::to_string),
         requirements: requirements.clone(),
         reserve,
+        quota: quota_findings(namespace, apply, requirements),
         ..Default::default()
     };
     for o in apply {
@@ -290,6 +353,28 @@ mod tests {
         f.dest_node_ports.insert(30080, "other/web".into());
         let checks: Vec<_> = check(&f).into_iter().map(|x| x.check).collect();
         assert_eq!(checks, vec!["api-versions", "crd", "node-port"]);
+    }
+
+    #[test]
+    fn quotas_and_limit_ranges_of_the_namespace_are_respected() {
+        use serde_json::json;
+        let apply = vec![
+            json!({"kind": "ResourceQuota", "metadata": {"name": "rq"}, "spec": {"hard": {"requests.memory": "1Gi", "persistentvolumeclaims": "1"}}}),
+            json!({"kind": "LimitRange", "metadata": {"name": "lr"}, "spec": {"limits": [{"type": "Container", "max": {"cpu": "500m"}}]}}),
+            json!({"kind": "Deployment", "metadata": {"name": "web"}, "spec": {"template": {"spec": {"containers": [
+                {"name": "c", "resources": {"requests": {"cpu": "200m"}, "limits": {"cpu": "2"}}}]}}}}),
+            json!({"kind": "PersistentVolumeClaim", "metadata": {"name": "a"}}),
+            json!({"kind": "PersistentVolumeClaim", "metadata": {"name": "b"}}),
+        ];
+        let req = Requirements { memory_bytes: 2 << 30, ..Default::default() };
+        let found = quota_findings("shop", &apply, &req);
+        let checks: Vec<_> = found.iter().map(|f| f.check).collect();
+        assert_eq!(checks, vec!["quota", "quota", "limit-range"], "{found:#?}");
+        assert!(found[0].message.contains("requests.memory") && found[0].message.contains("allows 1Gi"));
+        assert!(found[1].message.contains("persistentvolumeclaims 2"));
+        assert!(found[2].message.contains("cpu 2 above the max 500m"));
+        let fine = Requirements { memory_bytes: 1 << 29, ..Default::default() };
+        assert_eq!(quota_findings("shop", &apply[..2], &fine), vec![]);
     }
 
     #[test]
