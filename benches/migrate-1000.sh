@@ -7,8 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE=${1:-${TMPDIR:-/tmp}/ferry-bench-harness}
-cargo build --release -q
-FERRY=target/release/ferry
+if [ -z "${FERRY_BIN:-}" ]; then cargo build --release -q; fi
+FERRY=${FERRY_BIN:-target/release/ferry}
 $FERRY dev up --state "$STATE" >/dev/null
 KCFG=$STATE/kubeconfig
 BIN=$($FERRY dev binaries 2>/dev/null)
@@ -42,7 +42,7 @@ echo "objects per namespace: $(K --context east get cm,secret,svc,deploy -n benc
 
 start=$(date +%s.%N)
 /usr/bin/time -f "%M" -o /tmp/ferry-bench-rss $FERRY migrate bench-ferry --from east --to west --kubeconfig "$KCFG" --retain 1h -o json >/tmp/ferry-bench.json 2>/tmp/ferry-bench.log
-ferry_wall=$(echo "$(date +%s.%N) - $start" | bc)
+ferry_wall=$(python3 -c "print(round($(date +%s.%N) - $start, 2))")
 
 start=$(date +%s.%N)
 K --context east get cm,secret,svc,deploy -n bench-kubectl -o json | python3 -c '
@@ -59,7 +59,7 @@ d["items"] = [o for o in d["items"] if o["metadata"]["name"] != "kube-root-ca.cr
 print(json.dumps(d))' > /tmp/kubectl-bench.json
 K --context west create ns bench-kubectl >/dev/null
 K --context west apply -n bench-kubectl -f /tmp/kubectl-bench.json >/dev/null
-kubectl_wall=$(echo "$(date +%s.%N) - $start" | bc)
+kubectl_wall=$(python3 -c "print(round($(date +%s.%N) - $start, 2))")
 
 echo "ferry migrate:            ${ferry_wall}s wall, peak RSS $(( $(cat /tmp/ferry-bench-rss) / 1024 )) MiB, outcome $(python3 -c 'import json;print(json.load(open("/tmp/ferry-bench.json"))["outcome"])')"
 echo "kubectl get | apply:      ${kubectl_wall}s wall (objects only: no quiesce, no verify, no rollback)"

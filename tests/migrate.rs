@@ -122,6 +122,10 @@ async fn guestbook_migrates_east_to_west() {
     let stages: Vec<&str> = journal["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
     assert_eq!(stages, ["preflight", "export", "transform", "apply", "quiesce", "volumes", "cutover", "verify", "retire"]);
     assert!(journal["downtime_ms"].as_u64().is_some());
+    // Stage timings are real: cutover waits for pods, so it cannot take 0 ms.
+    let cutover = journal["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "cutover").unwrap();
+    assert!(cutover["duration_ms"].as_u64().unwrap() > 0, "{cutover}");
+    assert!(cutover["started_at"].as_str() < cutover["finished_at"].as_str());
     assert_guestbook_moved(h, &ns.name).await;
     // Running it again is a no-op that reports the same migration.
     let again = migrate(h, &ns.name, &[], None);

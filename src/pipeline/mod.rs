@@ -243,6 +243,7 @@ impl Migration<'_> {
                 return Err(MigrateError::Interrupted { id: stored.journal.migration_id.clone(), stage });
             }
             self.progress.started(stage);
+            stored.journal.begin(stage);
             let result = self.stage(stage, &mut stored, &mut prepared).await;
             match result {
                 Ok((counts, message)) => {

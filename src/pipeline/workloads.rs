@@ -40,6 +40,27 @@ fn running_pod(p: &Value) -> bool {
     !ours && phase != "Succeeded" && phase != "Failed"
 }
 
+/// Apply the merge patch `make` computes for each object, several at a time.
+async fn patch_all(
+    cluster: &Cluster,
+    objects: &[Value],
+    make: fn(&crate::transform::ObjectRef, &Value) -> Result<Option<Value>, crate::transform::TransformError>,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let mut patches = Vec::new();
+    for o in objects {
+        let r = obj_ref(o);
+        if let Some(p) = make(&r, o)? {
+            patches.push((r, p));
+        }
+    }
+    let mut results = futures::stream::iter(patches.iter().map(|(r, p)| cluster.merge_patch(r, p))).buffer_unordered(16);
+    while let Some(r) = results.next().await {
+        r?;
+    }
+    Ok(())
+}
+
 /// Stop every workload in the source namespace (recording originals) and wait until its pods are gone.
 pub(super) async fn quiesce(m: &Migration<'_>, stored: &mut Stored) -> anyhow::Result<usize> {
     let ns = &m.spec.namespace;
@@ -50,14 +71,9 @@ pub(super) async fn quiesce(m: &Migration<'_>, stored: &mut Stored) -> anyhow::R
         m.save(stored).await?;
     }
     run_hooks(m, m.source, &m.spec.before_quiesce, "beforeQuiesce").await?;
-    let mut stopped = 0;
-    for o in workloads(m.source, ns).await? {
-        let r = obj_ref(&o);
-        if let Some(patch) = cutover::quiesce_patch(&r, &o)? {
-            m.source.merge_patch(&obj_ref(&o), &patch).await?;
-        }
-        stopped += 1;
-    }
+    let source_workloads = workloads(m.source, ns).await?;
+    let mut stopped = source_workloads.len();
+    patch_all(m.source, &source_workloads, cutover::quiesce_patch).await?;
     // Bare Pods have no controller to scale: keep them in the journal, then delete.
     let bare: Vec<Value> = m.source.list("v1", "Pod", Some(ns), None).await?.into_iter()
         .filter(|p| !has_controller(p) && running_pod(p))
@@ -96,11 +112,7 @@ pub(super) async fn quiesce(m: &Migration<'_>, stored: &mut Stored) -> anyhow::R
 pub(super) async fn cutover(m: &Migration<'_>, stored: &mut Stored) -> anyhow::Result<usize> {
     let ns = &m.spec.namespace;
     let dest_workloads = workloads(m.dest, ns).await?;
-    for o in &dest_workloads {
-        if let Some(patch) = cutover::restore_patch(&obj_ref(o), o)? {
-            m.dest.merge_patch(&obj_ref(o), &patch).await?;
-        }
-    }
+    patch_all(m.dest, &dest_workloads, cutover::restore_patch).await?;
     for p in &stored.journal.bare_pods {
         let mut pod = p.clone();
         crate::transform::rewrite::strip_common(&mut pod);
@@ -169,11 +181,7 @@ pub(super) async fn restore_source(m: &Migration<'_>, stored: &mut Stored) -> an
     if m.source.namespace(ns).await?.is_none() {
         anyhow::bail!("the source namespace {ns} is gone from {}; cannot restore it", m.source.name);
     }
-    for o in workloads(m.source, ns).await? {
-        if let Some(patch) = cutover::restore_patch(&obj_ref(&o), &o)? {
-            m.source.merge_patch(&obj_ref(&o), &patch).await?;
-        }
-    }
+    patch_all(m.source, &workloads(m.source, ns).await?, cutover::restore_patch).await?;
     for p in &stored.journal.bare_pods {
         let mut pod = p.clone();
         crate::transform::rewrite::strip_common(&mut pod);
