@@ -323,3 +323,26 @@ async fn only_the_lease_holder_acts_and_a_standby_finishes_the_work() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     let _ = h.kubectl("east", &["delete", "lease", &lease, "-n", "default"]);
 }
+
+#[tokio::test]
+async fn a_sync_that_finds_nothing_new_commits_nothing() {
+    let s = setup("agent-nochange").await;
+    let once = || {
+        let out = Command::new(support::ferry_bin())
+            .args(["agent", "--once", "--repo", &format!("file://{}", s.bare.display())])
+            .arg("--cache-dir").arg(s.bare.with_extension("cache-once"))
+            .arg("--kubeconfig-dir").arg(&s.kdir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let n = Command::new("git").arg("--git-dir").arg(&s.bare).args(["rev-list", "--count", "ferry-status"]).output().unwrap();
+        String::from_utf8_lossy(&n.stdout).trim().parse::<u32>().unwrap()
+    };
+    let first = once();
+    assert!(first >= 1, "the first sync records status");
+    let status = status_file(&s.bare, &s.ns.name).unwrap();
+    assert!(status.lines().any(|l| l == "phase: InSync"), "{status}");
+    // Placements absent from every cluster are reported too (wordpress etc. in the example repo).
+    assert!(status_file(&s.bare, "wordpress").unwrap().contains("found on no cluster"));
+    assert_eq!(once(), first, "a second sync with nothing new adds no status commit");
+}

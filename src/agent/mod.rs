@@ -214,13 +214,16 @@ impl Agent {
         let observed = observe(&clusters).await;
         let plan = crate::plan::plan(&desired, &observed, None);
         let commit_s = commit.to_string();
-        for step in &plan.steps {
-            if matches!(step.action, Action::Migrate { .. }) {
-                continue;
-            }
-            let st = status::from_step(step, &commit_s);
-            writer.namespace(&st, commit, None, format!("ferry: {} {:?}", step.namespace, st.phase)).await?;
-        }
+        let commit_time = self.blocking(move |r| Ok(r.commit_info(commit)?.time)).await?;
+        let at = time::OffsetDateTime::from_unix_timestamp(commit_time).ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_default();
+        // Everything that does not move is recorded in one commit (none if nothing changed).
+        let settled: Vec<NamespaceStatus> = plan.steps.iter()
+            .filter(|s| !matches!(s.action, Action::Migrate { .. }))
+            .map(|s| status::from_step(s, &commit_s, &at))
+            .collect();
+        writer.namespaces(&settled, commit, format!("ferry: status of {} namespace(s) at {}", settled.len(), &commit_s[..12.min(commit_s.len())])).await?;
         if plan.migrations().next().is_none() && self.last_synced == Some(commit) {
             report.skipped_unchanged = true;
         }

@@ -10,8 +10,10 @@ use crate::pipeline::journal::{Journal, Outcome};
 use crate::plan::{Action, Step};
 use crate::repo::{GitRepo, Identity, Oid, StatusWrite};
 
-/// Status of a namespace the plan does not migrate.
-pub fn from_step(step: &Step, commit: &str) -> NamespaceStatus {
+/// Status of a namespace the plan does not migrate. `at` is the placement
+/// commit's time: the file only changes when the situation does, so a sync
+/// that finds nothing new commits nothing.
+pub fn from_step(step: &Step, commit: &str, at: &str) -> NamespaceStatus {
     let (phase, from, to) = match &step.action {
         Action::Nothing { cluster } => (Phase::InSync, None, Some(cluster.clone())),
         Action::Migrate { from, to, .. } => (Phase::Pending, Some(from.clone()), Some(to.clone())),
@@ -33,7 +35,7 @@ pub fn from_step(step: &Step, commit: &str) -> NamespaceStatus {
         _ => {}
     }
     if matches!(phase, Phase::Conflict | Phase::Waiting | Phase::Failed) && !why.is_empty() {
-        s.errors.push(StatusError { stage: "plan".into(), message: why.remove(0), causes: why, transient: phase == Phase::Waiting, at: crate::pipeline::journal::now() });
+        s.errors.push(StatusError { stage: "plan".into(), message: why.remove(0), causes: why, transient: phase == Phase::Waiting, at: at.to_string() });
     }
     s
 }
@@ -129,6 +131,18 @@ impl StatusWriter {
             files.push((path, text));
         }
         self.write(files, commit, status.migration_id.clone(), message).await
+    }
+
+    /// Write many namespaces' statuses in one commit (no commit when none changed).
+    pub async fn namespaces(&self, statuses: &[NamespaceStatus], commit: Oid, message: String) -> anyhow::Result<()> {
+        if statuses.is_empty() {
+            return Ok(());
+        }
+        let mut files = Vec::with_capacity(statuses.len());
+        for st in statuses {
+            files.push((status_file(&self.settings, &st.namespace), st.to_yaml()?.into_bytes()));
+        }
+        self.write(files, commit, None, message).await
     }
 
     /// Write the repository status file.
