@@ -179,6 +179,11 @@ async fn webhook_push_moves_the_namespace_and_status_is_committed() {
     let placement_commit = move_west(&s);
     let started = std::time::Instant::now();
     assert_eq!(github_push(port, SECRET), 202);
+    eventually("migration started", Duration::from_secs(60), || async {
+        status_file(&s.bare, &s.ns.name).filter(|t| t.contains("migrationId:"))
+    })
+    .await;
+    eprintln!("webhook → first migration status commit: {:?}", started.elapsed());
     let status = eventually("migration succeeded in the status file", Duration::from_secs(180), || async {
         status_file(&s.bare, &s.ns.name).filter(|t| t.lines().any(|l| l == "phase: Succeeded"))
     })
