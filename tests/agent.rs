@@ -23,14 +23,6 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() { copy_dir(&e.path(), &dest) } else { std::fs::copy(e.path(), &dest).unwrap(); }
-    }
-}
 
 fn placement(ns: &str, cluster: &str) -> String {
     format!("apiVersion: ferry.dev/v1alpha1\nkind: Placement\nmetadata:\n  name: {ns}\nspec:\n  cluster: {cluster}\n  retention: 1h\n")
@@ -55,7 +47,7 @@ async fn setup(test: &str) -> Setup {
     let bare = tmp.path().join("placement.git");
     let work = tmp.path().join("work");
     Command::new("git").args(["init", "-q", "--bare", "-b", "main"]).arg(&bare).status().unwrap();
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/placement-repo"), &work);
+    support::copy_dir(&support::example_repo(), &work);
     std::fs::write(work.join(format!("namespaces/{}.yaml", ns.name)), placement(&ns.name, "east")).unwrap();
     git(&work, &["init", "-q", "-b", "main"]);
     git(&work, &["add", "-A"]);

@@ -337,14 +337,6 @@ async fn crash_after_cutover_resumes() { crash_then_resume("crash-after:cutover"
 #[tokio::test]
 async fn crash_after_verify_resumes() { crash_then_resume("crash-after:verify").await }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() { copy_dir(&e.path(), &dest) } else { std::fs::copy(e.path(), &dest).unwrap(); }
-    }
-}
 
 #[tokio::test]
 async fn placement_repo_supplies_clusters_overlays_and_retention() {
@@ -353,13 +345,13 @@ async fn placement_repo_supplies_clusters_overlays_and_retention() {
     let _west = TestNamespace::adopt(h, &ns.name, "west");
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("placement");
-    copy_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/placement-repo"), &repo);
+    support::copy_dir(&support::example_repo(), &repo);
     std::fs::write(
         repo.join(format!("namespaces/{}.yaml", ns.name)),
         format!("apiVersion: ferry.dev/v1alpha1\nkind: Placement\nmetadata:\n  name: {}\nspec:\n  cluster: west\n  retention: 1h\n", ns.name),
     )
     .unwrap();
-    copy_dir(&repo.join("overlays/guestbook"), &repo.join(format!("overlays/{}", ns.name)));
+    support::copy_dir(&repo.join("overlays/guestbook"), &repo.join(format!("overlays/{}", ns.name)));
     let kdir = tmp.path().join("kubeconfigs");
     std::fs::create_dir_all(&kdir).unwrap();
     for c in ["east", "west"] {
@@ -396,7 +388,7 @@ async fn placement_repo_supplies_clusters_overlays_and_retention() {
 fn repo_with(h: &Harness, ns: &str, placement_spec: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("placement");
-    copy_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/placement-repo"), &repo);
+    support::copy_dir(&support::example_repo(), &repo);
     std::fs::write(
         repo.join(format!("namespaces/{ns}.yaml")),
         format!("apiVersion: ferry.dev/v1alpha1\nkind: Placement\nmetadata:\n  name: {ns}\nspec:\n{placement_spec}"),

@@ -15,14 +15,6 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() { copy_dir(&e.path(), &dest) } else { std::fs::copy(e.path(), &dest).unwrap(); }
-    }
-}
 
 fn placement(ns: &str, cluster: &str) -> String {
     format!("apiVersion: ferry.dev/v1alpha1\nkind: Placement\nmetadata:\n  name: {ns}\nspec:\n  cluster: {cluster}\n")
@@ -47,7 +39,7 @@ fn plan_reads_commits_and_live_clusters() {
 
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("placement");
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/placement-repo"), &repo);
+    support::copy_dir(&support::example_repo(), &repo);
     std::fs::write(repo.join(format!("namespaces/{}.yaml", ns.name)), placement(&ns.name, "east")).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
     git(&repo, &["add", "-A"]);

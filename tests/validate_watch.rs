@@ -1,24 +1,17 @@
 //! `ferry validate --watch`: the edit-save-see loop on a real working copy.
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() { copy_dir(&e.path(), &dest) } else { std::fs::copy(e.path(), &dest).unwrap(); }
-    }
-}
 
 #[test]
 fn every_save_is_validated_again() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/placement-repo"), &repo);
+    support::copy_dir(&support::example_repo(), &repo);
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["validate", repo.to_str().unwrap(), "--watch"])
         .stdout(Stdio::piped())

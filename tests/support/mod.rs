@@ -133,3 +133,18 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Copy a directory tree (test repositories are built from the examples).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() { copy_dir(&e.path(), &dest) } else { std::fs::copy(e.path(), &dest).unwrap(); }
+    }
+}
+
+/// The example placement repository shipped with Ferry.
+pub fn example_repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/placement-repo")
+}
