@@ -140,6 +140,8 @@ async fn fixtures_with_volumes_stop_at_volumes_and_roll_back() {
     for (test, dir, deployments) in [
         ("mig-wordpress", "workloads/wordpress", vec![("wordpress", 1i64), ("wordpress-mysql", 1)]),
         ("mig-web", "workloads/web-statefulset", vec![]),
+        ("mig-mysql", "workloads/mysql-statefulset", vec![]),
+        ("mig-zookeeper", "workloads/zookeeper", vec![]),
     ] {
         let ns = h.namespace(test, &["east"]);
         let _west = TestNamespace::adopt(h, &ns.name, "west");
@@ -153,12 +155,14 @@ async fn fixtures_with_volumes_stop_at_volumes_and_roll_back() {
         assert!(journal["failure"]["message"].as_str().unwrap().contains("not supported yet"), "{journal}");
         // Source back as before, destination clean.
         deployments_ready(h, "east", &ns.name, &deployments).await;
-        if dir.contains("web") {
-            eventually("web StatefulSet back at 2", Duration::from_secs(60), || async {
-                let s = get_json(h, "east", &["statefulset", "web", "-n", &ns.name]);
-                (s["spec"]["replicas"] == 2 && s["status"]["readyReplicas"] == 2).then_some(())
-            })
-            .await;
+        for (sts, replicas) in [("web", 2), ("mysql", 3), ("zk", 3)] {
+            if exists(h, "east", &["statefulset", sts, "-n", &ns.name]) {
+                eventually(&format!("{sts} StatefulSet back at {replicas}"), Duration::from_secs(90), || async {
+                    let s = get_json(h, "east", &["statefulset", sts, "-n", &ns.name]);
+                    (s["spec"]["replicas"] == replicas && s["status"]["readyReplicas"] == replicas).then_some(())
+                })
+                .await;
+            }
         }
         assert!(!exists(h, "west", &["namespace", &ns.name]), "destination namespace must be removed");
     }
