@@ -63,4 +63,8 @@ kubectl_wall=$(python3 -c "print(round($(date +%s.%N) - $start, 2))")
 
 echo "ferry migrate:            ${ferry_wall}s wall, peak RSS $(( $(cat /tmp/ferry-bench-rss) / 1024 )) MiB, outcome $(python3 -c 'import json;print(json.load(open("/tmp/ferry-bench.json"))["outcome"])')"
 echo "kubectl get | apply:      ${kubectl_wall}s wall (objects only: no quiesce, no verify, no rollback)"
-python3 -c 'import json;[print(f"  {s[\"stage\"]:<10} {s.get(\"duration_ms\",0)/1000:.2f}s") for s in json.load(open("/tmp/ferry-bench.json"))["stages"]]'
+python3 - <<'PY'
+import json
+for s in json.load(open("/tmp/ferry-bench.json"))["stages"]:
+    print("  %-10s %6.2fs  %s" % (s["stage"], (s.get("duration_ms") or 0) / 1000, s.get("counts")))
+PY

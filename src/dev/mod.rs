@@ -460,6 +460,10 @@ async fn start_cluster(layout: &Layout, bin: &Path, mut c: ClusterState) -> anyh
         format!("--secure-port={port}"),
         format!("--tls-cert-file={}", s(&pki.serving_cert())),
         format!("--tls-private-key-file={}", s(&pki.serving_key())),
+        // The default client rate limit (20 qps) makes controllers the bottleneck
+        // as soon as a few hundred workloads change at once.
+        "--kube-api-qps=200".into(),
+        "--kube-api-burst=400".into(),
         "--v=0".into(),
     ];
     let mut kcm_args = delegated(p.controller_manager);
