@@ -95,7 +95,7 @@ fn start_agent_with(s: &Setup, port: u16, fault: Option<&str>, extra: &[&str]) -
         .args(extra)
         .env("FERRY_LOG_FORMAT", "text")
         .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(s.bare.with_extension(format!("agent-{port}.log"))).unwrap()));
+        .stderr(Stdio::from(std::fs::File::create(std::env::temp_dir().join(format!("ferry-agent-{port}.log"))).unwrap()));
     match fault {
         Some(f) => cmd.env("FERRY_FAULT", f),
         None => cmd.env_remove("FERRY_FAULT"),
@@ -203,6 +203,16 @@ async fn webhook_push_moves_the_namespace_and_status_is_committed() {
     .await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["phase"], "Succeeded");
+    // A later sync that finds it in place keeps the migration's record.
+    let again = Command::new(support::ferry_bin())
+        .args(["agent", "--once", "--repo", &format!("file://{}", s.bare.display())])
+        .arg("--cache-dir").arg(s.bare.with_extension("cache-again"))
+        .arg("--kubeconfig-dir").arg(&s.kdir)
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let kept = status_file(&s.bare, &s.ns.name).unwrap();
+    assert!(kept.lines().any(|l| l == "phase: Succeeded") && kept.contains("name: cutover"), "{kept}");
     // Metrics saw it.
     let (_, metrics) = http(port, "GET", "/metrics", &[], b"");
     assert!(metrics.contains("result=\"succeeded\""), "{metrics}");
@@ -274,7 +284,7 @@ async fn only_the_lease_holder_acts_and_a_standby_finishes_the_work() {
     let s = setup("agent-ha").await;
     let lease = s.ns.name.clone();
     let kubeconfig = h.kubeconfig.to_str().unwrap().to_string();
-    let lease_args = ["--lease-name", lease.as_str(), "--lease-namespace", "default", "--lease-kubeconfig", kubeconfig.as_str(), "--lease-context", "east", "--lease-duration", "4s"];
+    let lease_args = ["--lease-name", lease.as_str(), "--lease-namespace", "default", "--lease-kubeconfig", kubeconfig.as_str(), "--lease-context", "east", "--lease-duration", "8s"];
     // Both die right after a migration's apply stage: whoever leads first
     // crashes mid-migration; the other must take over and finish it.
     let (pa, pb) = (free_port(), free_port());

@@ -66,6 +66,8 @@ pub struct SyncReport {
     pub skipped_unchanged: bool,
     pub invalid: bool,
     pub migrations: BTreeMap<String, String>,
+    /// Some migration was interrupted: sync again soon, not after the full interval.
+    pub retry_soon: bool,
 }
 
 /// The running agent.
@@ -120,6 +122,7 @@ impl Agent {
                 let _ = crate::webhook::serve(listener, crate::webhook::router(state), async move { let _ = stop_rx.wait_for(|s| *s).await; }).await;
             });
         }
+        let mut retry_soon;
         loop {
             if let Some(rx) = leader_rx.as_mut() {
                 if !*rx.borrow() {
@@ -135,17 +138,22 @@ impl Agent {
             match self.sync().await {
                 Ok(report) => {
                     readiness.set(true);
+                    retry_soon = report.retry_soon;
                     tracing::info!(commit = ?report.commit, unchanged = report.skipped_unchanged, migrations = ?report.migrations, "sync done");
                 }
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "sync failed; retrying at the next trigger"),
+                Err(e) => {
+                    retry_soon = true;
+                    tracing::error!(error = %format!("{e:#}"), "sync failed; retrying soon");
+                }
             }
             if self.opts.once || self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            let jitter = self.opts.interval.mul_f64(rand::random::<f64>() * 0.2);
+            let interval = if retry_soon { self.opts.interval.min(Duration::from_secs(5)) } else { self.opts.interval };
+            let jitter = interval.mul_f64(rand::random::<f64>() * 0.2);
             let mut stop_rx = stop_rx.clone();
             tokio::select! {
-                _ = tokio::time::sleep(self.opts.interval + jitter) => {}
+                _ = tokio::time::sleep(interval + jitter) => {}
                 p = wake.recv() => if let Some(p) = p { tracing::info!(coalesced = p.coalesced, "webhook triggered a sync"); },
                 _ = stop_rx.wait_for(|s| *s) => break,
             }
@@ -218,17 +226,32 @@ impl Agent {
         let at = time::OffsetDateTime::from_unix_timestamp(commit_time).ok()
             .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
             .unwrap_or_default();
+        // What the status branch says now: a namespace that a migration put
+        // where it belongs keeps that migration's record (stages, downtime,
+        // hashes) instead of a bare "InSync".
+        let status_branch = desired.settings.status.branch.value.clone();
+        let status_dir = desired.settings.status.path.value.clone();
+        let existing = self.blocking(move |r| Ok(match r.branch_head(&status_branch)? {
+            Some(h) => r.read_files_at(h, &status_dir)?,
+            None => BTreeMap::new(),
+        })).await?;
+        let keeps_record = |st: &NamespaceStatus| {
+            let path = crate::model::status::status_file(&desired.settings, &st.namespace);
+            existing.get(&path).and_then(|t| NamespaceStatus::from_yaml(t).ok())
+                .is_some_and(|old| st.phase == Phase::InSync && old.phase == Phase::Succeeded && old.to == st.to)
+        };
         // Everything that does not move is recorded in one commit (none if nothing changed).
         let settled: Vec<NamespaceStatus> = plan.steps.iter()
             .filter(|s| !matches!(s.action, Action::Migrate { .. }))
             .map(|s| status::from_step(s, &commit_s, &at))
+            .filter(|st| !keeps_record(st))
             .collect();
         writer.namespaces(&settled, commit, format!("ferry: status of {} namespace(s) at {}", settled.len(), &commit_s[..12.min(commit_s.len())])).await?;
         if plan.migrations().next().is_none() && self.last_synced == Some(commit) {
             report.skipped_unchanged = true;
         }
         let todo: Vec<Step> = plan.migrations().filter(|s| !self.failed.contains(&(s.namespace.clone(), commit_s.clone()))).cloned().collect();
-        let results: Vec<(String, Result<Journal, String>)> = futures::stream::iter(todo.into_iter().map(|step| {
+        let results: Vec<(String, Result<Journal, MigrationFailure>)> = futures::stream::iter(todo.into_iter().map(|step| {
             let (desired, clusters, writer, metrics, stop) = (&desired, &clusters, writer.clone(), self.metrics.clone(), self.stop.clone());
             let ready_timeout = self.opts.ready_timeout;
             async move {
@@ -243,9 +266,13 @@ impl Agent {
         for (ns, r) in results {
             let outcome = match &r {
                 Ok(j) => format!("{:?}", j.outcome).to_lowercase(),
-                Err(e) => {
+                Err(f) if f.permanent => {
                     self.failed.insert((ns.clone(), commit_s.clone()));
-                    format!("failed: {e}")
+                    format!("failed: {}", f.message)
+                }
+                Err(f) => {
+                    report.retry_soon = true;
+                    format!("interrupted: {}", f.message)
                 }
             };
             report.migrations.insert(ns, outcome);
@@ -286,12 +313,13 @@ async fn run_migration(
     commit: Oid,
     ready_timeout: Duration,
     stop: Arc<AtomicBool>,
-) -> Result<Journal, String> {
-    let Action::Migrate { from, to, .. } = &step.action else { return Err("not a migration".into()) };
+) -> Result<Journal, MigrationFailure> {
+    let Action::Migrate { from, to, .. } = &step.action else { return Err(MigrationFailure { message: "not a migration".into(), permanent: true }) };
     let ns = step.namespace.clone();
-    let cluster = |name: &str| clusters.get(name).and_then(|c| c.as_ref().ok()).ok_or_else(|| format!("cluster {name} is unreachable"));
+    let cluster = |name: &str| clusters.get(name).and_then(|c| c.as_ref().ok())
+        .ok_or_else(|| MigrationFailure { message: format!("cluster {name} is unreachable"), permanent: false });
     let (source, dest) = (cluster(from)?, cluster(to)?);
-    let mut spec = Spec::from_placement(desired, &ns, from, &commit.to_string()).map_err(|e| e.to_string())?;
+    let mut spec = Spec::from_placement(desired, &ns, from, &commit.to_string()).map_err(|e| MigrationFailure { message: format!("{e:#}"), permanent: true })?;
     spec.ready_timeout = ready_timeout;
 
     // Status snapshots are written in order by one task, so a slow push never
@@ -317,23 +345,34 @@ async fn run_migration(
     drop(progress);
     let _ = status_task.await;
 
-    let (journal, err) = match result {
-        Ok(j) => (Some(j), None),
-        Err(MigrateError::RolledBack { journal, message, stage, .. }) => (Some(*journal), Some(format!("{stage}: {message}"))),
-        Err(e) => (None, Some(format!("{e:#}"))),
+    // Permanent failures wait for a new placement commit; anything else (a
+    // journal conflict with another runner, an API hiccup, a shutdown) is
+    // retried at the next sync, which comes soon.
+    let (journal, err, permanent) = match result {
+        Ok(j) => (Some(j), None, false),
+        Err(MigrateError::RolledBack { journal, message, stage, .. }) => (Some(*journal), Some(format!("{stage}: {message}")), true),
+        Err(e @ (MigrateError::Preflight { .. } | MigrateError::NoSuchNamespace { .. })) => (None, Some(format!("{e:#}")), true),
+        Err(e) => (None, Some(format!("{e:#}")), false),
     };
     let final_status = match &journal {
         Some(j) => status::from_journal(j),
         None => {
-            let mut st = NamespaceStatus::new(&ns, &commit.to_string(), Phase::Failed);
+            let mut st = NamespaceStatus::new(&ns, &commit.to_string(), if permanent { Phase::Failed } else { Phase::Migrating });
             st.from = Some(from.clone());
             st.to = Some(to.clone());
-            st.errors.push(crate::model::status::StatusError { stage: "migration".into(), message: err.clone().unwrap_or_default(), causes: Vec::new(), transient: false, at: crate::pipeline::journal::now() });
+            st.errors.push(crate::model::status::StatusError { stage: "migration".into(), message: err.clone().unwrap_or_default(), causes: Vec::new(), transient: !permanent, at: crate::pipeline::journal::now() });
             st
         }
     };
-    let interrupted = journal.as_ref().is_some_and(|j| j.outcome == crate::pipeline::journal::Outcome::Running);
-    if !interrupted {
+    if err.is_some() && !permanent {
+        tracing::warn!(namespace = %ns, error = %err.clone().unwrap_or_default(), "migration interrupted; retrying at the next sync");
+        let msg = format!("ferry: {ns} {from} → {to} interrupted");
+        if let Err(e) = writer.namespace(&final_status, commit, None, msg).await {
+            tracing::warn!(error = %format!("{e:#}"), "writing status failed");
+        }
+        return Err(MigrationFailure { message: err.unwrap_or_default(), permanent });
+    }
+    {
         let history = HistoryEntry {
             at: crate::pipeline::journal::now(),
             namespace: ns.clone(),
@@ -355,9 +394,17 @@ async fn run_migration(
     }
     match (journal, err) {
         (Some(j), None) => Ok(j),
-        (_, Some(e)) => Err(e),
-        (None, None) => Err("no result".into()),
+        (_, Some(message)) => Err(MigrationFailure { message, permanent }),
+        (None, None) => Err(MigrationFailure { message: "no result".into(), permanent: false }),
     }
+}
+
+/// Why a migration run by the agent did not complete.
+#[derive(Debug)]
+struct MigrationFailure {
+    message: String,
+    /// Waits for a new placement commit (rolled back, refused); otherwise retried soon.
+    permanent: bool,
 }
 
 /// Read the `webhooks:` spec from a YAML file.
