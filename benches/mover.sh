@@ -50,7 +50,7 @@ PY
 fi
 SIZE=$(du -sb "$SRC" | cut -f1)
 FILES=$(find "$SRC" -type f | wc -l)
-echo "dataset: $FILES files, $((SIZE / 1048576)) MiB" >&2
+echo "dataset: $FILES files, $((SIZE / 1048576)) MiB; $(uptime)" >&2
 
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
@@ -84,17 +84,20 @@ rsync_pass() { # PASS
   mkdir -p "$dst"
   cat > "$WORK/rsyncd.conf" <<CONF
 use chroot = no
+pid file = $WORK/rsyncd.pid
 uid = root
 gid = root
 [bench]
 path = $dst
 read only = no
 CONF
+  rm -f "$WORK/rsyncd.pid"
   tm "$WORK/t-rsyncd" rsync --daemon --no-detach --address=127.0.0.1 --port=$RSYNC_PORT --config="$WORK/rsyncd.conf" &
   local dpid=$!
-  sleep 0.5
+  while [ ! -s "$WORK/rsyncd.pid" ]; do sleep 0.05; done
   tm "$WORK/t-rsync" rsync -aHS --delete --numeric-ids "$SRC/" "rsync://127.0.0.1:$RSYNC_PORT/bench/"
-  kill "$(pgrep -P $dpid rsync || echo $dpid)" 2>/dev/null || true
+  sleep 0.2 # let the daemon reap its per-connection child so its CPU is counted
+  kill -TERM "$(cat "$WORK/rsyncd.pid")" 2>/dev/null || true
   wait $dpid 2>/dev/null || true
   local cpu
   cpu=$(awk '/^[0-9]/{s+=$2+$3} END{print s}' "$WORK/t-rsync" "$WORK/t-rsyncd")
@@ -136,6 +139,7 @@ churn
 echo "pass: churn-1%" >&2
 ferry_pass churn-1%; rsync_pass churn-1%; restic_pass churn-1%
 
+echo "after passes: $(uptime)" >&2
 # Large files only: Ferry's write rate on 200 MiB files into a fresh directory, and with sync.
 if [ "$BIG" -gt 0 ]; then
   rm -rf "$WORK/big-dst"
@@ -158,6 +162,6 @@ for tool, p, wall, cpu, rs, rr in rows:
     w = float(wall)
     mb = size / 1e6 / w if p != "large-files+sync" else 0
     ratio = walls.get(("rsync", p))
-    kb = lambda v: "-" if v == "-" else "%.1f" % (int(v) / 1024)
+    kb = lambda v: "-" if v in ("-", "") else "%.1f" % (int(v) / 1024)
     print("%-7s %-17s %8.2f %9.1f %6.2f %12s %12s %s" % (tool, p, w, mb, float(cpu) / w, kb(rs), kb(rr), ("%.2fx" % (w / ratio)) if ratio else ""))
 PY
