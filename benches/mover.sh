@@ -78,8 +78,8 @@ ferry_pass() { # PASS
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("  ferry %-9s ok=%s sent=%d skipped=%d file_bytes=%d wire_bytes=%d" % (sys.argv[2], r["ok"], r["files_sent"], r["files_skipped"], r["file_bytes_sent"], r["wire_bytes_sent"]))' "$WORK/send-$1.json" "$1" >&2
 }
 
-RSYNC_PORT=28730
 rsync_pass() { # PASS
+  local RSYNC_PORT=$((20000 + RANDOM % 20000))
   local dst=$WORK/rsync-dst
   mkdir -p "$dst"
   cat > "$WORK/rsyncd.conf" <<CONF
@@ -94,7 +94,8 @@ CONF
   rm -f "$WORK/rsyncd.pid"
   tm "$WORK/t-rsyncd" rsync --daemon --no-detach --address=127.0.0.1 --port=$RSYNC_PORT --config="$WORK/rsyncd.conf" &
   local dpid=$!
-  while [ ! -s "$WORK/rsyncd.pid" ]; do sleep 0.05; done
+  for _ in $(seq 200); do [ -s "$WORK/rsyncd.pid" ] && break; sleep 0.05; done
+  [ -s "$WORK/rsyncd.pid" ] || { echo "rsync daemon did not start: $(cat "$WORK/t-rsyncd")" >&2; exit 1; }
   tm "$WORK/t-rsync" rsync -aHS --delete --numeric-ids "$SRC/" "rsync://127.0.0.1:$RSYNC_PORT/bench/"
   sleep 0.2 # let the daemon reap its per-connection child so its CPU is counted
   kill -TERM "$(cat "$WORK/rsyncd.pid")" 2>/dev/null || true
@@ -151,7 +152,7 @@ if [ "$BIG" -gt 0 ]; then
 fi
 
 echo
-python3 - "$RESULTS" "$SIZE" <<'PY'
+python3 - "$RESULTS" "$SIZE" "${BIGSIZE:-0}" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 size = int(sys.argv[2])
@@ -160,7 +161,7 @@ print("%-7s %-17s %8s %9s %6s %12s %12s %s" % ("tool", "pass", "wall s", "MB/s",
 walls = {(r[0], r[1]): float(r[2]) for r in rows}
 for tool, p, wall, cpu, rs, rr in rows:
     w = float(wall)
-    mb = size / 1e6 / w if p != "large-files+sync" else 0
+    mb = (size if p != "large-files+sync" else int(sys.argv[3])) / 1e6 / w
     ratio = walls.get(("rsync", p))
     kb = lambda v: "-" if v in ("-", "") else "%.1f" % (int(v) / 1024)
     print("%-7s %-17s %8.2f %9.1f %6.2f %12s %12s %s" % (tool, p, w, mb, float(cpu) / w, kb(rs), kb(rr), ("%.2fx" % (w / ratio)) if ratio else ""))
