@@ -50,7 +50,7 @@ PY
 fi
 SIZE=$(du -sb "$SRC" | cut -f1)
 FILES=$(find "$SRC" -type f | wc -l)
-echo "dataset: $FILES files, $((SIZE / 1048576)) MiB" >&2
+echo "dataset: $FILES files, $((SIZE / 1048576)) MiB; $(uptime)" >&2
 
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
@@ -78,23 +78,27 @@ ferry_pass() { # PASS
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("  ferry %-9s ok=%s sent=%d skipped=%d file_bytes=%d wire_bytes=%d" % (sys.argv[2], r["ok"], r["files_sent"], r["files_skipped"], r["file_bytes_sent"], r["wire_bytes_sent"]))' "$WORK/send-$1.json" "$1" >&2
 }
 
-RSYNC_PORT=28730
 rsync_pass() { # PASS
+  local RSYNC_PORT=$((20000 + RANDOM % 20000))
   local dst=$WORK/rsync-dst
   mkdir -p "$dst"
   cat > "$WORK/rsyncd.conf" <<CONF
 use chroot = no
+pid file = $WORK/rsyncd.pid
 uid = root
 gid = root
 [bench]
 path = $dst
 read only = no
 CONF
+  rm -f "$WORK/rsyncd.pid"
   tm "$WORK/t-rsyncd" rsync --daemon --no-detach --address=127.0.0.1 --port=$RSYNC_PORT --config="$WORK/rsyncd.conf" &
   local dpid=$!
-  sleep 0.5
+  for _ in $(seq 200); do [ -s "$WORK/rsyncd.pid" ] && break; sleep 0.05; done
+  [ -s "$WORK/rsyncd.pid" ] || { echo "rsync daemon did not start: $(cat "$WORK/t-rsyncd")" >&2; exit 1; }
   tm "$WORK/t-rsync" rsync -aHS --delete --numeric-ids "$SRC/" "rsync://127.0.0.1:$RSYNC_PORT/bench/"
-  kill "$(pgrep -P $dpid rsync || echo $dpid)" 2>/dev/null || true
+  sleep 0.2 # let the daemon reap its per-connection child so its CPU is counted
+  kill -TERM "$(cat "$WORK/rsyncd.pid")" 2>/dev/null || true
   wait $dpid 2>/dev/null || true
   local cpu
   cpu=$(awk '/^[0-9]/{s+=$2+$3} END{print s}' "$WORK/t-rsync" "$WORK/t-rsyncd")
@@ -136,6 +140,7 @@ churn
 echo "pass: churn-1%" >&2
 ferry_pass churn-1%; rsync_pass churn-1%; restic_pass churn-1%
 
+echo "after passes: $(uptime)" >&2
 # Large files only: Ferry's write rate on 200 MiB files into a fresh directory, and with sync.
 if [ "$BIG" -gt 0 ]; then
   rm -rf "$WORK/big-dst"
@@ -147,7 +152,7 @@ if [ "$BIG" -gt 0 ]; then
 fi
 
 echo
-python3 - "$RESULTS" "$SIZE" <<'PY'
+python3 - "$RESULTS" "$SIZE" "${BIGSIZE:-0}" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 size = int(sys.argv[2])
@@ -156,8 +161,8 @@ print("%-7s %-17s %8s %9s %6s %12s %12s %s" % ("tool", "pass", "wall s", "MB/s",
 walls = {(r[0], r[1]): float(r[2]) for r in rows}
 for tool, p, wall, cpu, rs, rr in rows:
     w = float(wall)
-    mb = size / 1e6 / w if p != "large-files+sync" else 0
+    mb = (size if p != "large-files+sync" else int(sys.argv[3])) / 1e6 / w
     ratio = walls.get(("rsync", p))
-    kb = lambda v: "-" if v == "-" else "%.1f" % (int(v) / 1024)
+    kb = lambda v: "-" if v in ("-", "") else "%.1f" % (int(v) / 1024)
     print("%-7s %-17s %8.2f %9.1f %6.2f %12s %12s %s" % (tool, p, w, mb, float(cpu) / w, kb(rs), kb(rr), ("%.2fx" % (w / ratio)) if ratio else ""))
 PY

@@ -46,6 +46,8 @@ pub struct HashIndex {
     root: Vec<u8>,
     /// Path → cached hashes.
     pub map: HashMap<Vec<u8>, Cached>,
+    /// Set when entries were added; a clean cache with nothing to prune is not rewritten.
+    pub dirty: bool,
 }
 
 impl HashIndex {
@@ -58,8 +60,10 @@ impl HashIndex {
     pub fn load(state: &Path, name: &str, root: &Path) -> Result<Self> {
         std::fs::create_dir_all(state).map_err(|e| MoverError::io("create state directory", state, e))?;
         let file = state.join(name);
+        // Canonical, so `dst` and `/abs/dst` share one cache.
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
         let root_b = root.as_os_str().as_encoded_bytes().to_vec();
-        let mut idx = HashIndex { file: Some(file.clone()), root: root_b, map: HashMap::new() };
+        let mut idx = HashIndex { file: Some(file.clone()), root: root_b, map: HashMap::new(), dirty: false };
         match std::fs::File::open(&file) {
             Ok(f) => match read_map(&mut BufReader::with_capacity(1 << 20, f), &idx.root) {
                 Ok(Some(m)) => idx.map = m,
@@ -80,6 +84,7 @@ impl HashIndex {
     /// Keep only paths in `keep` and write the cache atomically (no-op for in-memory caches).
     pub fn save(&mut self, keep: &[Entry]) -> Result<()> {
         let Some(file) = self.file.clone() else { return Ok(()) };
+        let before = self.map.len();
         let mut kept = HashMap::with_capacity(keep.len());
         for e in keep {
             if let Some(c) = self.map.remove(&e.path) {
@@ -87,6 +92,10 @@ impl HashIndex {
             }
         }
         self.map = kept;
+        if !self.dirty && self.map.len() == before {
+            return Ok(());
+        }
+        self.dirty = false;
         let tmp = file.with_extension("tmp");
         let write = || -> std::io::Result<()> {
             let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
@@ -187,6 +196,7 @@ mod tests {
         let c = Cached { size: 7, mtime: (10, 5), ctime: (11, 3), ino: 9, content: [4; 32], blocks: vec![[1; 32]] };
         let mut idx = HashIndex::load(dir.path(), "ix", Path::new("/data")).unwrap();
         idx.map.insert(e.path.clone(), c.clone());
+        idx.dirty = true;
         idx.save(std::slice::from_ref(&e)).unwrap();
         let idx = HashIndex::load(dir.path(), "ix", Path::new("/data")).unwrap();
         assert_eq!(idx.get(&e), Some(&c));

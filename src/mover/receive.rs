@@ -221,9 +221,11 @@ async fn session_inner(
             t => return Err(MoverError::Protocol(format!("unexpected message {t} during the listing"))),
         }
     }
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, entries = src.len(), "listing received");
     plan::validate(&src).map_err(MoverError::Protocol)?;
     let dst = walk.await.expect("walk task")?;
     let mut index = index.await.expect("index task")?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "destination walked, cache loaded");
     let plan = plan::compute(&src, &dst);
     let src = Arc::new(src);
     let root = opts.dst.clone();
@@ -232,10 +234,12 @@ async fn session_inner(
     // block hashes for in-place updates.
     let (src2, root2) = (src.clone(), root.clone());
     let index_map = std::mem::take(&mut index.map);
-    let (report0, need, index_map) = tokio::task::spawn_blocking(move || apply_structure(&src2, &dst, &plan, &root2, index_map))
+    let (report0, need, index_map, dst) = tokio::task::spawn_blocking(move || apply_structure(&src2, dst, &plan, &root2, index_map))
         .await
         .expect("structure task")?;
     index.map = index_map;
+    let changed = !need.is_empty() || report0.entries_deleted + report0.dirs_created + report0.symlinks_created + report0.meta_updates > 0;
+    index.dirty |= need.values().any(|n| n.delta.is_some());
     {
         let mut w = wr.lock().await;
         let mut batch = Enc::new();
@@ -261,6 +265,7 @@ async fn session_inner(
         w.flush().await.map_err(net)?;
     }
 
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, files = need.len(), "structure applied, need list sent");
     // Data phase: until the sender says FINISH.
     let need = Arc::new(need);
     let totals = Arc::new(WriteTotals::default());
@@ -296,11 +301,14 @@ async fn session_inner(
     }
     for (p, c) in std::mem::take(&mut *written.lock().unwrap()) {
         index.map.insert(p, c);
+        index.dirty = true;
     }
 
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "data phase done");
     // Hardlinks, directory metadata, then the proof.
     let (src2, root2) = (src.clone(), root.clone());
-    let (links, final_entries, hash, index) = tokio::task::spawn_blocking(move || finish(&src2, &root2, index)).await.expect("finish task")?;
+    let (links, final_entries, hash, index) = tokio::task::spawn_blocking(move || finish(&src2, &root2, index, dst, changed)).await.expect("finish task")?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "links, directory metadata, re-walk and tree hash done");
     let mut report = report0;
     report.hardlinks_created = links;
     report.files_written = totals.files.load(Ordering::Relaxed);
@@ -372,9 +380,9 @@ fn remove_any(p: &Path, is_dir: bool) -> std::io::Result<()> {
     }
 }
 
-type Structure = (ReceiverReport, HashMap<usize, NeedInfo>, HashMap<Vec<u8>, Cached>);
+type Structure = (ReceiverReport, HashMap<usize, NeedInfo>, HashMap<Vec<u8>, Cached>, Vec<Entry>);
 
-fn apply_structure(src: &[Entry], dst: &[Entry], plan: &plan::Plan, root: &Path, mut cache: HashMap<Vec<u8>, Cached>) -> Result<Structure> {
+fn apply_structure(src: &[Entry], dst: Vec<Entry>, plan: &plan::Plan, root: &Path, mut cache: HashMap<Vec<u8>, Cached>) -> Result<Structure> {
     let mut rep = ReceiverReport { files_skipped: plan.skipped as u64, ..Default::default() };
     for &j in &plan.deletes {
         let p = dst[j].abs(root);
@@ -445,7 +453,7 @@ fn apply_structure(src: &[Entry], dst: &[Entry], plan: &plan::Plan, root: &Path,
         };
         need.insert(t.src, NeedInfo { delta, exists: t.dst.is_some() });
     }
-    Ok((rep, need, cache))
+    Ok((rep, need, cache, dst))
 }
 
 /// Read frames from one data connection and hand them to a writer thread.
@@ -722,7 +730,9 @@ fn punch_hole(f: &File, off: u64, len: u64) -> std::io::Result<()> {
 }
 
 /// Link hardlinks, set directory metadata deepest-first, re-walk and hash the tree.
-fn finish(src: &[Entry], root: &Path, mut index: HashIndex) -> Result<(u64, usize, Digest, HashIndex)> {
+/// When the pass changed nothing, the walk from its start is the final state and is hashed
+/// as is (this keeps a no-change pass cheap).
+fn finish(src: &[Entry], root: &Path, mut index: HashIndex, dst: Vec<Entry>, mut changed: bool) -> Result<(u64, usize, Digest, HashIndex)> {
     let mut links = 0;
     for e in src.iter().filter(|e| e.kind == Kind::Hardlink) {
         let p = e.abs(root);
@@ -735,6 +745,7 @@ fn finish(src: &[Entry], root: &Path, mut index: HashIndex) -> Result<(u64, usiz
         }
         std::fs::hard_link(&leader, &p).map_err(|x| MoverError::io("hardlink", &p, x))?;
         links += 1;
+        changed = true;
     }
     let plan_dirs = {
         let mut d: Vec<&Entry> = src.iter().filter(|e| e.kind == Kind::Dir).collect();
@@ -742,12 +753,20 @@ fn finish(src: &[Entry], root: &Path, mut index: HashIndex) -> Result<(u64, usiz
         d
     };
     for e in plan_dirs {
+        if !changed
+            && let Ok(k) = dst.binary_search_by(|d| d.path.cmp(&e.path))
+            && dst[k].kind == Kind::Dir
+            && (dst[k].mode, dst[k].uid, dst[k].gid, dst[k].mtime_s, dst[k].mtime_ns) == (e.mode, e.uid, e.gid, e.mtime_s, e.mtime_ns)
+        {
+            continue;
+        }
+        changed = true;
         let p = e.abs(root);
         std::os::unix::fs::lchown(&p, Some(e.uid), Some(e.gid)).map_err(|x| MoverError::io("chown directory", &p, x))?;
         chmod(&p, e.mode).map_err(|x| MoverError::io("chmod directory", &p, x))?;
         set_mtime_nofollow(&p, e.mtime_s, e.mtime_ns).map_err(|x| MoverError::io("set directory mtime", &p, x))?;
     }
-    let entries = tree::walk(root, 4, &[])?;
+    let entries = if changed { tree::walk(root, 4, &[])? } else { dst };
     let contents = hash_tree_files(&entries, root, &mut index)?;
     let hash = tree::tree_hash(&entries, |i| contents[i]);
     index.save(&entries)?;
@@ -794,6 +813,7 @@ pub(crate) fn hash_tree_files(entries: &[Entry], root: &Path, index: &mut HashIn
         return Err(e);
     }
     for (i, blocks, c) in results.into_inner().unwrap() {
+        index.dirty = true;
         let e = &entries[i];
         out[i] = c;
         index.map.insert(

@@ -118,6 +118,7 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
     };
     let mut entries = walk.await.expect("walk task")?;
     let mut index = index.await.expect("index task")?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, entries = entries.len(), "walked source");
     let session: [u8; 16] = rand::random();
     let (ctl_rd, ctl_wr) = tokio::io::split(control);
     let mut ctl_wr = BufWriter::with_capacity(1 << 20, ctl_wr);
@@ -183,6 +184,7 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
             t => return Err(MoverError::Protocol(format!("unexpected message {t} while waiting for the need list"))),
         }
     }
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, files = jobs.len(), "need list received");
     let needed: HashSet<usize> = jobs.iter().map(|j| j.idx).collect();
     let total_bytes: u64 = jobs.iter().map(|j| entries[j.idx].size).sum();
     // Big files first so they do not become the tail of the pass.
@@ -245,6 +247,7 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "data phase done");
     wire::write_frame(&mut ctl_wr, tag::FINISH, &[]).await.map_err(net)?;
     ctl_wr.flush().await.map_err(net)?;
     let f = next_ctl(&mut ctl_rx).await?;
@@ -254,8 +257,9 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
     let receiver: super::stats::ReceiverReport =
         serde_json::from_slice(&f.body).map_err(|e| MoverError::Protocol(format!("receiver report: {e}")))?;
 
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "receiver report received");
     // Sender's tree hash over what it actually sent.
-    let (unsent, changed_unsent) = skipped_hashes.await.expect("hash task")?;
+    let (unsent, changed_unsent, misses) = skipped_hashes.await.expect("hash task")?;
     let results = std::mem::take(&mut *results.lock().unwrap());
     let mut entries = Arc::try_unwrap(entries_arc).unwrap_or_else(|a| (*a).clone());
     let mut unstable = changed_unsent;
@@ -291,7 +295,11 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
     ctl_wr.flush().await.map_err(net)?;
     let _ = ctl_wr.shutdown().await;
 
-    if let Some(state_dir) = &opts.state {
+    let files_now = entries.iter().filter(|e| e.kind == Kind::File).count();
+    // A pass that sent nothing and hashed nothing anew leaves the cache as it is.
+    if let Some(state_dir) = &opts.state
+        && (!results.is_empty() || misses > 0 || files_now != cached.len())
+    {
         // Keep cache entries for files that were not sent and still match.
         for e in &entries {
             if e.kind == Kind::File
@@ -318,11 +326,14 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
                 );
             }
         }
-        let mut idx = HashIndex::load(state_dir, "sender.idx", &opts.src)?;
+        let _ = state_dir;
+        let mut idx = index;
+        idx.dirty = true;
         idx.map = new_index.map;
         let keep = entries.clone();
         tokio::task::spawn_blocking(move || idx.save(&keep)).await.expect("save task")?;
     }
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "verdict sent, cache saved");
     let files_total = entries.iter().filter(|e| e.kind == Kind::File).count() as u64;
     let files_sent = results.values().filter(|s| !s.gone).count() as u64;
     Ok(Report {
@@ -571,9 +582,10 @@ fn send_file(
 
 /// Content hashes of regular files the receiver did not need: from the cache where it
 /// still matches, else by reading them (two threads).
-fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path, needed: &HashSet<usize>) -> Result<(HashMap<Vec<u8>, Digest>, u64)> {
+fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path, needed: &HashSet<usize>) -> Result<(HashMap<Vec<u8>, Digest>, u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let changed = AtomicU64::new(0);
+    let misses = AtomicU64::new(0);
     let todo: Vec<usize> = (0..entries.len()).filter(|i| entries[*i].kind == Kind::File && !needed.contains(i)).collect();
     let out = Mutex::new(HashMap::with_capacity(todo.len()));
     let next = AtomicU64::new(0);
@@ -588,6 +600,7 @@ fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path,
                     let h = match cached.get(&e.path).filter(|c| c.matches(e)) {
                         Some(c) => c.content,
                         None => {
+                            misses.fetch_add(1, Ordering::Relaxed);
                             let p = e.abs(src);
                             let r = tree::open_read(&p).map_err(|x| MoverError::io("open", &p, x)).and_then(|f| {
                                 let r = tree::hash_file(&f, &p, e.size, e.local.blocks)?;
@@ -617,5 +630,5 @@ fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path,
     if let Some(e) = err.into_inner().unwrap() {
         return Err(e);
     }
-    Ok((out.into_inner().unwrap(), changed.into_inner()))
+    Ok((out.into_inner().unwrap(), changed.into_inner(), misses.into_inner()))
 }
