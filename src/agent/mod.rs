@@ -112,7 +112,7 @@ impl Agent {
             leader_rx = Some(rx);
         }
         if let Some(addr) = self.opts.listen {
-            let target = Target { repo_url: self.repo_url(), branch: self.opts.repo.branch.clone() };
+            let target = Target { repo_url: self.repo_url(), branch: self.opts.repo.branch().to_string() };
             let config = self.opts.webhooks.resolve("webhooks", &target)?;
             let state = ServerState::new(config, triggers, self.metrics.clone(), readiness.clone());
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
@@ -163,7 +163,7 @@ impl Agent {
     }
 
     fn repo_url(&self) -> String {
-        self.opts.repo.source().map(|s| s.url).unwrap_or_else(|_| self.opts.repo.repo.clone())
+        self.opts.repo.source().map(|s| s.url).unwrap_or_else(|_| self.opts.repo.repo.clone().unwrap_or_default())
     }
 
     async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&GitRepo) -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
@@ -419,27 +419,8 @@ pub struct AgentArgs {
     /// Agent configuration file (YAML; see deploy/configmap.yaml).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Placement repository URL (file://, ssh://, user@host:path, https://) or local directory.
-    #[arg(long)]
-    pub repo: Option<String>,
-    /// Placement branch (default main).
-    #[arg(long)]
-    pub branch: Option<String>,
-    /// SSH deploy key.
-    #[arg(long)]
-    pub ssh_key: Option<PathBuf>,
-    /// known_hosts checked for ssh.
-    #[arg(long)]
-    pub known_hosts: Option<PathBuf>,
-    /// Environment variable holding an https token.
-    #[arg(long)]
-    pub token_env: Option<String>,
-    /// Extra CA (PEM) for https.
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
-    /// Where the bare clone lives.
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub repo: crate::repo::cli::RepoArgs,
     /// Kubeconfig with a context per cluster (`access.kubeconfigContext`); default $KUBECONFIG.
     #[arg(long, env = "FERRY_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -558,18 +539,18 @@ pub fn options(args: AgentArgs) -> anyhow::Result<Options> {
     };
     let at = |f: &str| format!("{}: {f}", args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "flags".into()));
     let r = file.repository.unwrap_or_default();
-    let url = args.repo.clone().or((!r.url.is_empty()).then(|| r.url.clone()))
-        .context("no placement repository: pass --repo or set repository.url in --config")?;
+    let a = args.repo;
     let repo = crate::repo::cli::RepoArgs {
-        repo: url,
-        branch: args.branch.or(r.branch).unwrap_or_else(|| "main".into()),
-        ssh_key: args.ssh_key.or(r.ssh_key_file),
-        known_hosts: args.known_hosts.or(r.known_hosts_file),
-        accept_new_host_keys: false,
-        token_env: args.token_env.or(r.token_env),
-        ca_file: args.ca_file.or(r.ca_file),
-        cache_dir: args.cache_dir.or(r.cache_dir),
+        repo: a.repo.or((!r.url.is_empty()).then_some(r.url)),
+        branch: a.branch.or(r.branch),
+        ssh_key: a.ssh_key.or(r.ssh_key_file),
+        known_hosts: a.known_hosts.or(r.known_hosts_file),
+        accept_new_host_keys: a.accept_new_host_keys,
+        token_env: a.token_env.or(r.token_env),
+        ca_file: a.ca_file.or(r.ca_file),
+        cache_dir: a.cache_dir.or(r.cache_dir),
     };
+    repo.repo().context("set repository.url in --config, or pass --repo")?;
     let webhooks = match &args.webhooks {
         Some(p) => read_webhook_spec(p)?,
         None => file.webhooks,
@@ -628,7 +609,7 @@ mod tests {
 
     fn args(config: Option<PathBuf>) -> AgentArgs {
         AgentArgs {
-            config, repo: None, branch: None, ssh_key: None, known_hosts: None, token_env: None, ca_file: None, cache_dir: None,
+            config, repo: crate::repo::cli::RepoArgs { repo: None, branch: None, ssh_key: None, known_hosts: None, accept_new_host_keys: false, token_env: None, ca_file: None, cache_dir: None },
             kubeconfig: None, kubeconfig_dir: None, interval: None, listen: None, webhooks: None, once: false, max_concurrent: None, ready_timeout: None,
             lease_name: None, lease_namespace: None, lease_kubeconfig: None, lease_context: None, lease_duration: Duration::from_secs(15),
         }
@@ -641,8 +622,8 @@ mod tests {
         let path = dir.path().join("agent.yaml");
         std::fs::write(&path, cm["data"]["agent.yaml"].as_str().unwrap()).unwrap();
         let o = options(args(Some(path))).unwrap();
-        assert_eq!(o.repo.repo, "git@github.com:example/placement.git");
-        assert_eq!(o.repo.branch, "main");
+        assert_eq!(o.repo.repo().unwrap(), "git@github.com:example/placement.git");
+        assert_eq!(o.repo.branch(), "main");
         assert_eq!(o.interval, Duration::from_secs(300));
         assert_eq!(o.credentials.kubeconfig_dir.as_deref(), Some(std::path::Path::new("/etc/ferry/clusters")));
         assert_eq!(o.webhooks.receivers.len(), 2);
@@ -658,9 +639,9 @@ mod tests {
         std::fs::write(&path, "repository:\n  url: https://example.com/p.git\ninterval: 1m\n").unwrap();
         let mut a = args(Some(path.clone()));
         a.interval = Some(Duration::from_secs(5));
-        a.repo = Some("file:///tmp/x".into());
+        a.repo.repo = Some("file:///tmp/x".into());
         let o = options(a).unwrap();
-        assert_eq!((o.repo.repo.as_str(), o.interval), ("file:///tmp/x", Duration::from_secs(5)));
+        assert_eq!((o.repo.repo().unwrap(), o.interval), ("file:///tmp/x", Duration::from_secs(5)));
         std::fs::write(&path, "repository:\n  url: x\n  colour: blue\n").unwrap();
         assert!(options(args(Some(path))).unwrap_err().to_string().contains("colour"));
         assert!(options(args(None)).unwrap_err().to_string().contains("--repo"));

@@ -102,16 +102,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
 /// `--repo`: the placement repository says where `--to` is and how to move.
 async fn run_with_repo(args: &MigrateArgs, repo: &str) -> anyhow::Result<ExitCode> {
     use crate::model::{RepoFiles, load_valid};
-    let repo_args = crate::repo::cli::RepoArgs {
-        repo: repo.to_string(),
-        branch: args.branch.clone(),
-        ssh_key: None,
-        known_hosts: None,
-        accept_new_host_keys: false,
-        token_env: None,
-        ca_file: None,
-        cache_dir: None,
-    };
+    let repo_args = crate::repo::cli::RepoArgs::new(repo, Some(args.branch.clone()));
     let (files, commit) = match repo_args.working_dir() {
         Some(dir) => (RepoFiles::from_dir(dir)?, args.placement_commit.clone()),
         None => {

@@ -9,10 +9,10 @@ use super::{Auth, GitRepo, HostKeyPolicy, RepoSource, SecretSource};
 pub struct RepoArgs {
     /// Placement repository: a local directory, or a Git URL (file://, ssh://, user@host:path, https://).
     #[arg(long)]
-    pub repo: String,
-    /// Branch holding the placements.
-    #[arg(long, default_value = "main")]
-    pub branch: String,
+    pub repo: Option<String>,
+    /// Branch holding the placements (default main).
+    #[arg(long)]
+    pub branch: Option<String>,
     /// SSH deploy key for ssh URLs.
     #[arg(long)]
     pub ssh_key: Option<PathBuf>,
@@ -34,17 +34,33 @@ pub struct RepoArgs {
 }
 
 impl RepoArgs {
+    /// A repository given by URL or path only, everything else defaulted.
+    pub fn new(repo: impl Into<String>, branch: Option<String>) -> RepoArgs {
+        RepoArgs { repo: Some(repo.into()), branch, ssh_key: None, known_hosts: None, accept_new_host_keys: false, token_env: None, ca_file: None, cache_dir: None }
+    }
+
+    /// The repository as given.
+    pub fn repo(&self) -> anyhow::Result<&str> {
+        self.repo.as_deref().filter(|r| !r.is_empty()).ok_or_else(|| anyhow::anyhow!("no placement repository: pass --repo PATH|URL"))
+    }
+
+    /// The placement branch.
+    pub fn branch(&self) -> &str {
+        self.branch.as_deref().unwrap_or("main")
+    }
+
     /// A local working directory (read as it is, uncommitted edits included).
     pub fn working_dir(&self) -> Option<&Path> {
-        let p = Path::new(&self.repo);
-        (!self.repo.contains("://") && p.is_dir()).then_some(p)
+        let repo = self.repo.as_deref()?;
+        let p = Path::new(repo);
+        (!repo.contains("://") && p.is_dir()).then_some(p)
     }
 
     /// The Git source; a local directory becomes a file:// URL of its repository.
     pub fn source(&self) -> anyhow::Result<RepoSource> {
         let url = match self.working_dir() {
             Some(dir) => format!("file://{}", dir.canonicalize()?.display()),
-            None => self.repo.clone(),
+            None => self.repo()?.to_string(),
         };
         let auth = if let Some(key) = &self.ssh_key {
             let hosts = self.known_hosts.clone().unwrap_or_else(|| {
@@ -65,7 +81,7 @@ impl RepoArgs {
                 .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
             base.join("ferry/git").join(&blake3::hash(url.as_bytes()).to_hex()[..16])
         });
-        Ok(RepoSource { url, branch: self.branch.clone(), auth, cache_dir, tls_ca_file: self.ca_file.clone() })
+        Ok(RepoSource { url, branch: self.branch().to_string(), auth, cache_dir, tls_ca_file: self.ca_file.clone() })
     }
 
     /// Open (cloning or fetching) the repository.
