@@ -210,7 +210,14 @@ fn status_on_the_placement_branch_never_looks_like_new_work() {
     w.files.push(("status/shop.yaml".into(), b"phase: Done\n".to_vec()));
     repo.write_status(&w).unwrap();
     w.files[0].1 = b"phase: Verified\n".to_vec();
+    w.files.push(("status/old.yaml".into(), b"phase: Done\n".to_vec()));
+    let mid = repo.write_status(&w).unwrap();
+    assert!(repo.read_file_at(mid.commit, "status/old.yaml").unwrap().is_some());
+    w.files.pop();
+    w.removals = vec!["status/old.yaml".into(), "status/never-existed.yaml".into()];
     let out = repo.write_status(&w).unwrap();
+    assert_eq!(repo.read_file_at(out.commit, "status/old.yaml").unwrap(), None, "removed");
+    assert_eq!(repo.read_file_at(out.commit, "status/shop.yaml").unwrap().as_deref(), Some(&b"phase: Verified\n"[..]));
 
     let new_head = repo.fetch().unwrap();
     assert_eq!(new_head, out.commit);
@@ -400,4 +407,55 @@ async fn watch_debounces_edits_and_ignores_git_internals() {
     // The next save ticks again.
     std::fs::write(dir.path().join("placements/new.yaml"), "a: 1\n").unwrap();
     tokio::time::timeout(Duration::from_secs(10), w.changed()).await.expect("no tick after new file").unwrap();
+}
+
+#[test]
+fn large_placement_tree_and_repeated_status_writes() {
+    let fx = Fixture::new();
+    for team in 0..20 {
+        for app in 0..100 {
+            fx.write(&format!("placements/team-{team}/app-{app}.yaml"), format!("namespace: t{team}-a{app}\ncluster: east\n").as_bytes());
+        }
+    }
+    let base = fx.commit_all("2000 placements");
+    fx.push("main");
+
+    let t = std::time::Instant::now();
+    let repo = GitRepo::open_or_clone(&source(&fx, "big")).unwrap();
+    let clone_time = t.elapsed();
+    let t = std::time::Instant::now();
+    let files = repo.read_files_at(oid(&base), "placements").unwrap();
+    let read_time = t.elapsed();
+    assert_eq!(files.len(), 2000);
+    assert_eq!(files["placements/team-7/app-42.yaml"], "namespace: t7-a42\ncluster: east\n");
+
+    for (team, app) in [(3, 3), (9, 50), (19, 99)] {
+        fx.write(&format!("placements/team-{team}/app-{app}.yaml"), b"cluster: west\n");
+    }
+    let next = fx.commit_all("move three apps");
+    fx.push("main");
+    let t = std::time::Instant::now();
+    let head = repo.fetch().unwrap();
+    let fetch_time = t.elapsed();
+    let t = std::time::Instant::now();
+    let changed = repo.changed_paths(Some(oid(&base)), head).unwrap();
+    let diff_time = t.elapsed();
+    assert_eq!(head, oid(&next));
+    assert_eq!(
+        changed.into_iter().collect::<Vec<_>>(),
+        ["placements/team-19/app-99.yaml", "placements/team-3/app-3.yaml", "placements/team-9/app-50.yaml"]
+    );
+
+    let t = std::time::Instant::now();
+    for i in 0..20 {
+        let mut w = StatusWrite::new("ferry-status", head, format!("status {i}"));
+        w.files.push(("status/progress.yaml".into(), format!("step: {i}\n").into_bytes()));
+        assert_eq!(repo.write_status(&w).unwrap().attempts, 1);
+    }
+    let status_time = t.elapsed() / 20;
+    assert_eq!(fx.git_bare(&["rev-list", "--count", "ferry-status"]), "20");
+    assert_eq!(fx.git_bare(&["show", "ferry-status:status/progress.yaml"]), "step: 19");
+    eprintln!(
+        "2000 files: clone {clone_time:?}, read_files_at {read_time:?}, fetch {fetch_time:?}, changed_paths {diff_time:?}, status write+push {status_time:?} each"
+    );
 }

@@ -137,7 +137,9 @@ fn clone_fetch_and_push_over_ssh_with_a_deploy_key() {
         cache_dir: fx.cache("ssh"),
         tls_ca_file: None,
     };
+    let started = Instant::now();
     let repo = GitRepo::open_or_clone(&source).unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.log()));
+    eprintln!("ssh clone (handshake + fetch): {:?}", started.elapsed());
     // First contact recorded the server's real host key.
     let recorded = std::fs::read_to_string(&known_hosts).unwrap();
     let host_pub = sshd.host_public_key();
@@ -154,7 +156,9 @@ fn clone_fetch_and_push_over_ssh_with_a_deploy_key() {
     fx.write("placements/shop.yaml", b"namespace: shop\ncluster: east\n");
     let second = fx.commit_all("Move shop back");
     fx.push("main");
+    let started = Instant::now();
     let head2 = repo.fetch().unwrap();
+    eprintln!("ssh fetch of one new commit: {:?}", started.elapsed());
     assert_eq!(head2, Oid::from_str(&second).unwrap());
     assert_eq!(repo.changed_paths(Some(head), head2).unwrap().into_iter().collect::<Vec<_>>(), ["placements/shop.yaml"]);
     assert_eq!(std::fs::read_to_string(&known_hosts).unwrap(), recorded);

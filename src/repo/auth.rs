@@ -259,7 +259,11 @@ impl Callbacks {
         let failure = self.failure.clone();
         let cred_url = redacted.clone();
         cb.credentials(move |_url, username_from_url, allowed| {
-            tries.set(tries.get() + 1);
+            // Asking for the SSH user name alone precedes the key request
+            // and is no refusal.
+            if !allowed.contains(CredentialType::USERNAME) {
+                tries.set(tries.get() + 1);
+            }
             let fail = |detail: String| {
                 *failure.borrow_mut() = Some(RepoError::Credential { url: cred_url.clone(), detail: detail.clone() });
                 Err(git2::Error::from_str(&detail))

@@ -367,3 +367,14 @@ fn hint_for(e: &git2::Error) -> &'static str {
         _ => "check the URL and that the repository exists",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The agent moves the clone into `spawn_blocking`, so it must stay `Send`.
+    #[test]
+    fn git_repo_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<super::GitRepo>();
+        assert_send::<super::WorkingCopyWatch>();
+    }
+}

@@ -39,6 +39,8 @@ pub struct StatusWrite {
     pub branch: String,
     /// Files to create or overwrite: repository-relative path → bytes.
     pub files: Vec<(String, Vec<u8>)>,
+    /// Files to delete if present (e.g. status of a finished migration).
+    pub removals: Vec<String>,
     /// Commit message without trailers.
     pub message: String,
     /// Placement commit this status reports on (written as a trailer).
@@ -59,6 +61,7 @@ impl StatusWrite {
         StatusWrite {
             branch: branch.into(),
             files: Vec::new(),
+            removals: Vec::new(),
             message: message.into(),
             placement_commit,
             migration: None,
@@ -141,7 +144,7 @@ impl GitRepo {
         write: &StatusWrite,
         before_push: &mut dyn FnMut(u32),
     ) -> Result<StatusOutcome, RepoError> {
-        for (path, _) in &write.files {
+        for path in write.files.iter().map(|(p, _)| p).chain(&write.removals) {
             validate_path(path)?;
         }
         let branch = &write.branch;
@@ -163,6 +166,12 @@ impl GitRepo {
             for (path, bytes) in &write.files {
                 let blob = self.repo.blob(bytes).map_err(commit_err)?;
                 update.upsert(path.as_str(), blob, FileMode::Blob);
+            }
+            for path in &write.removals {
+                // libgit2 refuses to remove what is not there.
+                if base_tree.get_path(std::path::Path::new(path)).is_ok() {
+                    update.remove(path.as_str());
+                }
             }
             let tree_id = update.create_updated(&self.repo, &base_tree).map_err(commit_err)?;
             if let Some(b) = base.filter(|_| tree_id == base_tree.id()) {
