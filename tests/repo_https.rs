@@ -38,7 +38,9 @@ impl axum::serve::Listener for TlsListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            let Ok((tcp, addr)) = self.tcp.accept().await else { continue };
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
             // Failed handshakes (client refused our certificate) are expected in tests.
             if let Ok(tls) = self.acceptor.accept(tcp).await {
                 return (tls, addr);
@@ -64,9 +66,17 @@ async fn git_cgi(
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .and_then(|raw| String::from_utf8(raw).ok())
-        .and_then(|pair| pair.split_once(':').filter(|(_, pw)| *pw == TOKEN).map(|(u, _)| u.to_string()));
+        .and_then(|pair| {
+            pair.split_once(':')
+                .filter(|(_, pw)| *pw == TOKEN)
+                .map(|(u, _)| u.to_string())
+        });
     let Some(user) = user else {
-        return (StatusCode::UNAUTHORIZED, [("www-authenticate", "Basic realm=\"ferry-test\"")], "token required")
+        return (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", "Basic realm=\"ferry-test\"")],
+            "token required",
+        )
             .into_response();
     };
     backend.users.lock().unwrap().push(user.clone());
@@ -82,7 +92,13 @@ async fn git_cgi(
         .env("REQUEST_METHOD", method.as_str())
         .env("PATH_INFO", uri.path())
         .env("QUERY_STRING", uri.query().unwrap_or(""))
-        .env("CONTENT_TYPE", headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(""))
+        .env(
+            "CONTENT_TYPE",
+            headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        )
         .env("CONTENT_LENGTH", body.len().to_string())
         .env("REMOTE_USER", &user)
         .env("REMOTE_ADDR", "127.0.0.1")
@@ -95,17 +111,32 @@ async fn git_cgi(
     drop(stdin);
     let out = child.wait_with_output().await.unwrap();
     // CGI response: headers, blank line, body.
-    let split = out.stdout.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
-    let split = split.or_else(|| out.stdout.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
+    let split = out
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4));
+    let split = split.or_else(|| {
+        out.stdout
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .map(|i| (i, 2))
+    });
     let Some((end, sep)) = split else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "bad CGI output").into_response();
     };
     let mut response = Response::new(axum::body::Body::from(out.stdout[end + sep..].to_vec()));
     for line in String::from_utf8_lossy(&out.stdout[..end]).lines() {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         if name.eq_ignore_ascii_case("status") {
-            let code = value.split_whitespace().next().and_then(|c| c.parse().ok()).unwrap_or(500);
+            let code = value
+                .split_whitespace()
+                .next()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(500);
             *response.status_mut() = StatusCode::from_u16(code).unwrap();
         } else if let (Ok(n), Ok(v)) = (name.parse::<axum::http::HeaderName>(), value.parse()) {
             response.headers_mut().insert(n, v);
@@ -127,11 +158,16 @@ async fn start(fx: &Fixture) -> Server {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "ferry test CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ferry test CA");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
     let ca_file = fx.dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca_cert.pem()).unwrap();
 
@@ -144,25 +180,43 @@ async fn start(fx: &Fixture) -> Server {
         .unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let listener = TlsListener { tcp, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) };
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
     let backend = Arc::new(Backend {
         root: fx.dir.path().to_path_buf(),
         home: fx.dir.path().to_path_buf(),
         users: Mutex::new(Vec::new()),
     });
-    let app = axum::Router::new().fallback(git_cgi).with_state(backend.clone());
+    let app = axum::Router::new()
+        .fallback(git_cgi)
+        .with_state(backend.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async { let _ = rx.await; }).await.unwrap();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
     });
-    Server { addr, ca_file, backend, _shutdown: tx }
+    Server {
+        addr,
+        ca_file,
+        backend,
+        _shutdown: tx,
+    }
 }
 
 fn source(fx: &Fixture, server: &Server, token: SecretSource, ca: bool, cache: &str) -> RepoSource {
     RepoSource {
         url: format!("https://{}/remote.git", server.addr),
         branch: "main".into(),
-        auth: Auth::Token { token, username: None },
+        auth: Auth::Token {
+            token,
+            username: None,
+        },
         cache_dir: fx.cache(cache),
         tls_ca_file: ca.then(|| server.ca_file.clone()),
     }
@@ -183,34 +237,67 @@ async fn fetch_and_push_over_https_with_a_token() {
     let token_file = fx.dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
 
-    let src = source(&fx, &server, SecretSource::File(token_file.clone()), true, "ok");
+    let src = source(
+        &fx,
+        &server,
+        SecretSource::File(token_file.clone()),
+        true,
+        "ok",
+    );
     let bare = fx.bare.clone();
     let (head, status_commit) = blocking(move || {
         let repo = GitRepo::open_or_clone(&src).unwrap();
         let head = repo.fetch().unwrap();
-        assert_eq!(repo.read_files_at(head, "placements").unwrap()["placements/shop.yaml"], "cluster: west\n");
+        assert_eq!(
+            repo.read_files_at(head, "placements").unwrap()["placements/shop.yaml"],
+            "cluster: west\n"
+        );
         let mut w = StatusWrite::new("ferry-status", head, "status over https");
-        w.files.push(("status/shop.yaml".into(), b"phase: Done\n".to_vec()));
+        w.files
+            .push(("status/shop.yaml".into(), b"phase: Done\n".to_vec()));
         (head, repo.write_status(&w).unwrap().commit)
     })
     .await;
     assert_eq!(head, Oid::from_str(&sha).unwrap());
-    let remote = fixture::run(fixture::git_cmd(&bare, fx.home()).args(["rev-parse", "ferry-status"]));
-    assert_eq!(remote, status_commit.to_string(), "status commit pushed through http-backend");
+    let remote =
+        fixture::run(fixture::git_cmd(&bare, fx.home()).args(["rev-parse", "ferry-status"]));
+    assert_eq!(
+        remote,
+        status_commit.to_string(),
+        "status commit pushed through http-backend"
+    );
     let users = server.backend.users.lock().unwrap().clone();
-    assert!(!users.is_empty() && users.iter().all(|u| u == "x-access-token"), "{users:?}");
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u == "x-access-token"),
+        "{users:?}"
+    );
 
     // Wrong token: refused, and the token never shows in the error.
     std::fs::write(&token_file, "ghp_wrong_token_0000").unwrap();
-    let src = source(&fx, &server, SecretSource::File(token_file.clone()), true, "wrong");
+    let src = source(
+        &fx,
+        &server,
+        SecretSource::File(token_file.clone()),
+        true,
+        "wrong",
+    );
     let err = blocking(move || GitRepo::open_or_clone(&src).unwrap_err()).await;
     assert!(matches!(err, RepoError::Credential { .. }), "{err}");
     assert!(!err.to_string().contains("ghp_wrong"), "{err}");
 
     // Token from an unset environment variable: says which variable.
-    let src = source(&fx, &server, SecretSource::Env("FERRY_TEST_UNSET_TOKEN_VAR".into()), true, "env");
+    let src = source(
+        &fx,
+        &server,
+        SecretSource::Env("FERRY_TEST_UNSET_TOKEN_VAR".into()),
+        true,
+        "env",
+    );
     let err = blocking(move || GitRepo::open_or_clone(&src).unwrap_err()).await;
-    assert!(err.to_string().contains("FERRY_TEST_UNSET_TOKEN_VAR"), "{err}");
+    assert!(
+        err.to_string().contains("FERRY_TEST_UNSET_TOKEN_VAR"),
+        "{err}"
+    );
 
     // Without the CA the self-signed chain is refused: TLS is really checked.
     std::fs::write(&token_file, TOKEN).unwrap();
@@ -218,8 +305,18 @@ async fn fetch_and_push_over_https_with_a_token() {
     let mut other_ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     other_ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let other_pem = fx.dir.path().join("other-ca.pem");
-    std::fs::write(&other_pem, other_ca.self_signed(&other_ca_key).unwrap().pem()).unwrap();
-    let mut src = source(&fx, &server, SecretSource::File(token_file.clone()), true, "otherca");
+    std::fs::write(
+        &other_pem,
+        other_ca.self_signed(&other_ca_key).unwrap().pem(),
+    )
+    .unwrap();
+    let mut src = source(
+        &fx,
+        &server,
+        SecretSource::File(token_file.clone()),
+        true,
+        "otherca",
+    );
     src.tls_ca_file = Some(other_pem);
     let err = blocking(move || GitRepo::open_or_clone(&src).unwrap_err()).await;
     assert!(matches!(err, RepoError::TlsCertificate { .. }), "{err}");

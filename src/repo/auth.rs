@@ -64,8 +64,11 @@ impl SecretSource {
     /// Read the secret now.
     pub fn read(&self) -> Result<String, String> {
         let value = match self {
-            SecretSource::Env(name) => std::env::var(name)
-                .map_err(|_| format!("environment variable {name} is not set; export it in the agent's environment"))?,
+            SecretSource::Env(name) => std::env::var(name).map_err(|_| {
+                format!(
+                    "environment variable {name} is not set; export it in the agent's environment"
+                )
+            })?,
             SecretSource::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?,
         };
@@ -97,7 +100,9 @@ impl HostKeyPolicy {
 
 /// Replace a password or token embedded in a URL with `***`.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let authority = &rest[..authority_end];
@@ -105,7 +110,11 @@ pub fn redact_url(url: &str) -> String {
         Some(at) => {
             let userinfo = &authority[..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
             format!("{}://{}@{}", &url[..scheme_end], masked, &rest[at + 1..])
         }
         None => url.to_string(),
@@ -114,12 +123,18 @@ pub fn redact_url(url: &str) -> String {
 
 /// Host and port an SSH URL points at, in both `ssh://` and scp-like form.
 pub(crate) fn ssh_host_port(url: &str) -> Option<(String, u16)> {
-    if let Some(rest) = url.strip_prefix("ssh://").or_else(|| url.strip_prefix("git+ssh://")) {
+    if let Some(rest) = url
+        .strip_prefix("ssh://")
+        .or_else(|| url.strip_prefix("git+ssh://"))
+    {
         let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
         let hostport = authority.rsplit('@').next()?;
         if let Some(v6) = hostport.strip_prefix('[') {
             let (host, after) = v6.split_once(']')?;
-            let port = after.strip_prefix(':').map(|p| p.parse().ok()).unwrap_or(Some(22))?;
+            let port = after
+                .strip_prefix(':')
+                .map(|p| p.parse().ok())
+                .unwrap_or(Some(22))?;
             return Some((host.to_string(), port));
         }
         return match hostport.rsplit_once(':') {
@@ -138,7 +153,10 @@ pub(crate) fn ssh_host_port(url: &str) -> Option<(String, u16)> {
 
 /// OpenSSH-style `SHA256:...` fingerprint of a raw public key blob.
 pub(crate) fn ssh_fingerprint(blob: &[u8]) -> String {
-    format!("SHA256:{}", STANDARD_NO_PAD.encode(sha2::Sha256::digest(blob)))
+    format!(
+        "SHA256:{}",
+        STANDARD_NO_PAD.encode(sha2::Sha256::digest(blob))
+    )
 }
 
 /// Outcome of looking a host key up in known_hosts.
@@ -154,7 +172,11 @@ pub(crate) enum HostKeyMatch {
 /// plain and `[host]:port` patterns, comma lists, `*`/`?` wildcards,
 /// negation, hashed (`|1|salt|hash`) names and the `@revoked` marker.
 pub(crate) fn check_known_hosts(text: &str, host: &str, port: u16, blob: &[u8]) -> HostKeyMatch {
-    let name = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
+    let name = if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    };
     let mut host_listed = false;
     for line in text.lines() {
         let line = line.trim();
@@ -173,7 +195,9 @@ pub(crate) fn check_known_hosts(text: &str, host: &str, port: u16, blob: &[u8]) 
         if marker == Some("@cert-authority") {
             continue;
         }
-        let (Some(_key_type), Some(key_b64)) = (fields.next(), fields.next()) else { continue };
+        let (Some(_key_type), Some(key_b64)) = (fields.next(), fields.next()) else {
+            continue;
+        };
         if !hosts_field_matches(first, &name) {
             continue;
         }
@@ -189,14 +213,24 @@ pub(crate) fn check_known_hosts(text: &str, host: &str, port: u16, blob: &[u8]) 
         }
         host_listed = true;
     }
-    if host_listed { HostKeyMatch::Mismatch } else { HostKeyMatch::Unknown }
+    if host_listed {
+        HostKeyMatch::Mismatch
+    } else {
+        HostKeyMatch::Unknown
+    }
 }
 
 fn hosts_field_matches(field: &str, name: &str) -> bool {
     if let Some(hashed) = field.strip_prefix("|1|") {
-        let Some((salt, hash)) = hashed.split_once('|') else { return false };
-        let (Ok(salt), Ok(hash)) = (STANDARD.decode(salt), STANDARD.decode(hash)) else { return false };
-        let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(&salt) else { return false };
+        let Some((salt, hash)) = hashed.split_once('|') else {
+            return false;
+        };
+        let (Ok(salt), Ok(hash)) = (STANDARD.decode(salt), STANDARD.decode(hash)) else {
+            return false;
+        };
+        let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+            return false;
+        };
         mac.update(name.as_bytes());
         return mac.verify_slice(&hash).is_ok();
     }
@@ -241,7 +275,9 @@ pub(crate) struct Callbacks {
 
 impl Callbacks {
     pub(crate) fn new() -> Self {
-        Callbacks { failure: Rc::new(RefCell::new(None)) }
+        Callbacks {
+            failure: Rc::new(RefCell::new(None)),
+        }
     }
 
     /// Take the structured error a callback recorded, if any.
@@ -259,7 +295,11 @@ impl Callbacks {
         let failure = self.failure.clone();
         let cred_url = redacted.clone();
         cb.credentials(move |_url, username_from_url, allowed| {
-            tries.set(tries.get() + 1);
+            // Asking for the SSH user name alone precedes the key request
+            // and is no refusal.
+            if !allowed.contains(CredentialType::USERNAME) {
+                tries.set(tries.get() + 1);
+            }
             let fail = |detail: String| {
                 *failure.borrow_mut() = Some(RepoError::Credential { url: cred_url.clone(), detail: detail.clone() });
                 Err(git2::Error::from_str(&detail))
@@ -337,18 +377,30 @@ fn verify_with_ca(ca_file: &Path, der: &[u8], host: &str) -> Result<(), String> 
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         let cert = cert.map_err(|e| format!("bad PEM in CA file: {e}"))?;
-        roots.add(cert).map_err(|e| format!("unusable CA certificate: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("unusable CA certificate: {e}"))?;
     }
     if roots.is_empty() {
         return Err("the CA file holds no certificate".into());
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(host.to_string()).map_err(|e| format!("bad server name {host}: {e}"))?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider,
+    )
+    .build()
+    .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| format!("bad server name {host}: {e}"))?;
     verifier
-        .verify_server_cert(&CertificateDer::from(der.to_vec()), &[], &name, &[], UnixTime::now())
+        .verify_server_cert(
+            &CertificateDer::from(der.to_vec()),
+            &[],
+            &name,
+            &[],
+            UnixTime::now(),
+        )
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
@@ -372,24 +424,44 @@ fn check_host_key(url: &str, policy: &HostKeyPolicy, blob: Option<&[u8]>) -> Res
     };
     match check_known_hosts(&text, &host, port, blob) {
         HostKeyMatch::Known => Ok(()),
-        HostKeyMatch::Mismatch => Err(RepoError::HostKeyMismatch { host: shown_host, fingerprint, known_hosts: path }),
-        HostKeyMatch::Revoked => Err(RepoError::HostKeyRevoked { host: shown_host, fingerprint, known_hosts: path }),
+        HostKeyMatch::Mismatch => Err(RepoError::HostKeyMismatch {
+            host: shown_host,
+            fingerprint,
+            known_hosts: path,
+        }),
+        HostKeyMatch::Revoked => Err(RepoError::HostKeyRevoked {
+            host: shown_host,
+            fingerprint,
+            known_hosts: path,
+        }),
         HostKeyMatch::Unknown => match policy {
-            HostKeyPolicy::KnownHosts(_) => {
-                Err(RepoError::HostKeyUnknown { host: shown_host, fingerprint, known_hosts: path })
-            }
+            HostKeyPolicy::KnownHosts(_) => Err(RepoError::HostKeyUnknown {
+                host: shown_host,
+                fingerprint,
+                known_hosts: path,
+            }),
             HostKeyPolicy::AcceptNew(_) => {
-                let name = if port == 22 { host.clone() } else { format!("[{host}]:{port}") };
+                let name = if port == 22 {
+                    host.clone()
+                } else {
+                    format!("[{host}]:{port}")
+                };
                 let key_type = blob_key_type(blob).unwrap_or("ssh-unknown");
                 let line = format!("{name} {key_type} {}\n", STANDARD.encode(blob));
                 let append = || -> std::io::Result<()> {
                     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                         std::fs::create_dir_all(dir)?;
                     }
-                    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)?;
                     f.write_all(line.as_bytes())
                 };
-                append().map_err(|source| RepoError::KnownHosts { path: path.clone(), source })?;
+                append().map_err(|source| RepoError::KnownHosts {
+                    path: path.clone(),
+                    source,
+                })?;
                 tracing::info!(host = %shown_host, %fingerprint, known_hosts = %path.display(), "recorded new SSH host key");
                 Ok(())
             }
@@ -403,17 +475,35 @@ mod tests {
 
     #[test]
     fn redacts_tokens_but_keeps_user() {
-        assert_eq!(redact_url("https://x:s3cret@github.com/o/r.git"), "https://x:***@github.com/o/r.git");
-        assert_eq!(redact_url("ssh://git@host:2222/r.git"), "ssh://git@host:2222/r.git");
+        assert_eq!(
+            redact_url("https://x:s3cret@github.com/o/r.git"),
+            "https://x:***@github.com/o/r.git"
+        );
+        assert_eq!(
+            redact_url("ssh://git@host:2222/r.git"),
+            "ssh://git@host:2222/r.git"
+        );
         assert_eq!(redact_url("file:///tmp/r.git"), "file:///tmp/r.git");
     }
 
     #[test]
     fn parses_ssh_hosts() {
-        assert_eq!(ssh_host_port("ssh://root@127.0.0.1:2200/srv/r.git"), Some(("127.0.0.1".into(), 2200)));
-        assert_eq!(ssh_host_port("ssh://github.com/o/r"), Some(("github.com".into(), 22)));
-        assert_eq!(ssh_host_port("git@github.com:o/r.git"), Some(("github.com".into(), 22)));
-        assert_eq!(ssh_host_port("ssh://git@[::1]:22022/r"), Some(("::1".into(), 22022)));
+        assert_eq!(
+            ssh_host_port("ssh://root@127.0.0.1:2200/srv/r.git"),
+            Some(("127.0.0.1".into(), 2200))
+        );
+        assert_eq!(
+            ssh_host_port("ssh://github.com/o/r"),
+            Some(("github.com".into(), 22))
+        );
+        assert_eq!(
+            ssh_host_port("git@github.com:o/r.git"),
+            Some(("github.com".into(), 22))
+        );
+        assert_eq!(
+            ssh_host_port("ssh://git@[::1]:22022/r"),
+            Some(("::1".into(), 22022))
+        );
         assert_eq!(ssh_host_port("https://github.com/o/r"), None);
     }
 
@@ -422,14 +512,34 @@ mod tests {
         let blob = b"\0\0\0\x0bssh-ed25519\0\0\0\x20aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_vec();
         let other = b"\0\0\0\x0bssh-ed25519\0\0\0\x20bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb".to_vec();
         let b64 = STANDARD.encode(&blob);
-        let text = format!("# comment\n[127.0.0.1]:2200 ssh-ed25519 {b64}\ngit*.example,!gitbad.example ssh-ed25519 {b64}\n");
-        assert_eq!(check_known_hosts(&text, "127.0.0.1", 2200, &blob), HostKeyMatch::Known);
-        assert_eq!(check_known_hosts(&text, "127.0.0.1", 2200, &other), HostKeyMatch::Mismatch);
-        assert_eq!(check_known_hosts(&text, "127.0.0.1", 22, &blob), HostKeyMatch::Unknown);
-        assert_eq!(check_known_hosts(&text, "gitlab.example", 22, &blob), HostKeyMatch::Known);
-        assert_eq!(check_known_hosts(&text, "gitbad.example", 22, &blob), HostKeyMatch::Unknown);
+        let text = format!(
+            "# comment\n[127.0.0.1]:2200 ssh-ed25519 {b64}\ngit*.example,!gitbad.example ssh-ed25519 {b64}\n"
+        );
+        assert_eq!(
+            check_known_hosts(&text, "127.0.0.1", 2200, &blob),
+            HostKeyMatch::Known
+        );
+        assert_eq!(
+            check_known_hosts(&text, "127.0.0.1", 2200, &other),
+            HostKeyMatch::Mismatch
+        );
+        assert_eq!(
+            check_known_hosts(&text, "127.0.0.1", 22, &blob),
+            HostKeyMatch::Unknown
+        );
+        assert_eq!(
+            check_known_hosts(&text, "gitlab.example", 22, &blob),
+            HostKeyMatch::Known
+        );
+        assert_eq!(
+            check_known_hosts(&text, "gitbad.example", 22, &blob),
+            HostKeyMatch::Unknown
+        );
         let revoked = format!("@revoked * ssh-ed25519 {b64}\n{text}");
-        assert_eq!(check_known_hosts(&revoked, "127.0.0.1", 2200, &blob), HostKeyMatch::Revoked);
+        assert_eq!(
+            check_known_hosts(&revoked, "127.0.0.1", 2200, &blob),
+            HostKeyMatch::Revoked
+        );
         assert_eq!(blob_key_type(&blob), Some("ssh-ed25519"));
     }
 

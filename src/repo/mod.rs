@@ -24,7 +24,9 @@ pub mod watch;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use git2::{AutotagOption, FetchOptions, FetchPrune, ObjectType, Repository, TreeWalkMode, TreeWalkResult};
+use git2::{
+    AutotagOption, FetchOptions, FetchPrune, ObjectType, Repository, TreeWalkMode, TreeWalkResult,
+};
 
 pub use auth::{Auth, HostKeyPolicy, SecretSource, redact_url};
 pub use error::RepoError;
@@ -33,7 +35,8 @@ pub use git2::Oid;
 pub use pr::pr_number;
 pub use signature::{SignatureKind, SignatureVerdict, TrustedKeys};
 pub use status::{
-    Identity, StatusOutcome, StatusWrite, TRAILER_MIGRATION, TRAILER_PLACEMENT_COMMIT, is_ferry_status_message,
+    Identity, StatusOutcome, StatusWrite, TRAILER_MIGRATION, TRAILER_PLACEMENT_COMMIT,
+    is_ferry_status_message,
 };
 pub use watch::{WorkingCopyWatch, watch};
 
@@ -80,7 +83,10 @@ pub struct CommitInfo {
 impl CommitInfo {
     /// Value of the first trailer named `key` (case-insensitive).
     pub fn trailer(&self, key: &str) -> Option<&str> {
-        self.trailers.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+        self.trailers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether Ferry wrote this commit as a status update; such commits must
@@ -104,7 +110,10 @@ pub struct GitRepo {
 
 impl std::fmt::Debug for GitRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GitRepo").field("url", &self.url_shown).field("branch", &self.source.branch).finish()
+        f.debug_struct("GitRepo")
+            .field("url", &self.url_shown)
+            .field("branch", &self.source.branch)
+            .finish()
     }
 }
 
@@ -113,7 +122,10 @@ impl GitRepo {
     pub fn open_or_clone(source: &RepoSource) -> Result<Self, RepoError> {
         let url_shown = redact_url(&source.url);
         let dir = &source.cache_dir;
-        let open_err = |e| RepoError::OpenCache { path: dir.clone(), source: e };
+        let open_err = |e| RepoError::OpenCache {
+            path: dir.clone(),
+            source: e,
+        };
         let fresh = !dir.join("HEAD").exists();
         let repo = if fresh {
             std::fs::create_dir_all(dir)
@@ -123,7 +135,12 @@ impl GitRepo {
             repo
         } else {
             let repo = Repository::open_bare(dir).map_err(open_err)?;
-            let found = repo.find_remote(REMOTE).map_err(open_err)?.url().unwrap_or("").to_string();
+            let found = repo
+                .find_remote(REMOTE)
+                .map_err(open_err)?
+                .url()
+                .unwrap_or("")
+                .to_string();
             if found != source.url {
                 return Err(RepoError::CacheUrlMismatch {
                     path: dir.clone(),
@@ -133,7 +150,11 @@ impl GitRepo {
             }
             repo
         };
-        let this = GitRepo { repo, source: source.clone(), url_shown };
+        let this = GitRepo {
+            repo,
+            source: source.clone(),
+            url_shown,
+        };
         if fresh {
             this.fetch()?;
         }
@@ -148,10 +169,11 @@ impl GitRepo {
     /// Fetch every branch and return the head of the placement branch.
     pub fn fetch(&self) -> Result<Oid, RepoError> {
         self.fetch_all(&self.source.branch)?;
-        self.branch_head(&self.source.branch)?.ok_or_else(|| RepoError::BranchMissing {
-            url: self.url_shown.clone(),
-            branch: self.source.branch.clone(),
-        })
+        self.branch_head(&self.source.branch)?
+            .ok_or_else(|| RepoError::BranchMissing {
+                url: self.url_shown.clone(),
+                branch: self.source.branch.clone(),
+            })
     }
 
     /// Fetch all remote branches into `refs/remotes/origin/*`, pruning
@@ -163,24 +185,37 @@ impl GitRepo {
         opts.prune(FetchPrune::On);
         opts.download_tags(AutotagOption::None);
         let result = self.repo.find_remote(REMOTE).and_then(|mut remote| {
-            remote.fetch(&[format!("+refs/heads/*:refs/remotes/{REMOTE}/*")], Some(&mut opts), Some("ferry fetch"))
+            remote.fetch(
+                &[format!("+refs/heads/*:refs/remotes/{REMOTE}/*")],
+                Some(&mut opts),
+                Some("ferry fetch"),
+            )
         });
         result.map_err(|source| {
-            callbacks.take_failure().unwrap_or_else(|| RepoError::Fetch {
-                url: self.url_shown.clone(),
-                branch: branch.to_string(),
-                hint: hint_for(&source),
-                source,
-            })
+            callbacks
+                .take_failure()
+                .unwrap_or_else(|| RepoError::Fetch {
+                    url: self.url_shown.clone(),
+                    branch: branch.to_string(),
+                    hint: hint_for(&source),
+                    source,
+                })
         })
     }
 
     /// Last fetched head of a remote branch, `None` if the remote lacks it.
     pub fn branch_head(&self, branch: &str) -> Result<Option<Oid>, RepoError> {
-        match self.repo.refname_to_id(&format!("refs/remotes/{REMOTE}/{branch}")) {
+        match self
+            .repo
+            .refname_to_id(&format!("refs/remotes/{REMOTE}/{branch}"))
+        {
             Ok(oid) => Ok(Some(oid)),
             Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
-            Err(source) => Err(RepoError::Resolve { url: self.url_shown.clone(), rev: branch.into(), source }),
+            Err(source) => Err(RepoError::Resolve {
+                url: self.url_shown.clone(),
+                rev: branch.into(),
+                source,
+            }),
         }
     }
 
@@ -200,18 +235,24 @@ impl GitRepo {
     }
 
     fn commit(&self, oid: Oid) -> Result<git2::Commit<'_>, RepoError> {
-        self.repo.find_commit(oid).map_err(|source| RepoError::Read {
-            url: self.url_shown.clone(),
-            commit: oid.to_string(),
-            what: "commit".into(),
-            source,
-        })
+        self.repo
+            .find_commit(oid)
+            .map_err(|source| RepoError::Read {
+                url: self.url_shown.clone(),
+                commit: oid.to_string(),
+                what: "commit".into(),
+                source,
+            })
     }
 
     /// Every regular file under `prefix` (`""` = whole tree) at `commit`,
     /// keyed by its path from the repository root. A missing prefix yields
     /// an empty map; symlinks and submodules are skipped.
-    pub fn read_files_at(&self, commit: Oid, prefix: &str) -> Result<BTreeMap<String, String>, RepoError> {
+    pub fn read_files_at(
+        &self,
+        commit: Oid,
+        prefix: &str,
+    ) -> Result<BTreeMap<String, String>, RepoError> {
         let prefix = prefix.trim_matches('/');
         let read_err = |what: String, source| RepoError::Read {
             url: self.url_shown.clone(),
@@ -219,14 +260,18 @@ impl GitRepo {
             what,
             source,
         };
-        let root = self.commit(commit)?.tree().map_err(|e| read_err("tree".into(), e))?;
+        let root = self
+            .commit(commit)?
+            .tree()
+            .map_err(|e| read_err("tree".into(), e))?;
         let tree = if prefix.is_empty() {
             root
         } else {
             match root.get_path(Path::new(prefix)) {
-                Ok(entry) if entry.kind() == Some(ObjectType::Tree) => {
-                    self.repo.find_tree(entry.id()).map_err(|e| read_err(prefix.to_string(), e))?
-                }
+                Ok(entry) if entry.kind() == Some(ObjectType::Tree) => self
+                    .repo
+                    .find_tree(entry.id())
+                    .map_err(|e| read_err(prefix.to_string(), e))?,
                 Ok(_) => return Ok(BTreeMap::new()),
                 Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(BTreeMap::new()),
                 Err(e) => return Err(read_err(prefix.to_string(), e)),
@@ -237,7 +282,11 @@ impl GitRepo {
             let is_file = entry.kind() == Some(ObjectType::Blob) && entry.filemode() != 0o120000;
             if is_file {
                 let name = String::from_utf8_lossy(entry.name_bytes());
-                let path = if prefix.is_empty() { format!("{dir}{name}") } else { format!("{prefix}/{dir}{name}") };
+                let path = if prefix.is_empty() {
+                    format!("{dir}{name}")
+                } else {
+                    format!("{prefix}/{dir}{name}")
+                };
                 blobs.push((path, entry.id()));
             }
             TreeWalkResult::Ok
@@ -245,12 +294,16 @@ impl GitRepo {
         .map_err(|e| read_err(format!("{prefix}/"), e))?;
         let mut files = BTreeMap::new();
         for (path, id) in blobs {
-            let blob = self.repo.find_blob(id).map_err(|e| read_err(path.clone(), e))?;
-            let text = String::from_utf8(blob.content().to_vec()).map_err(|_| RepoError::NotUtf8 {
-                url: self.url_shown.clone(),
-                commit: commit.to_string(),
-                path: path.clone(),
-            })?;
+            let blob = self
+                .repo
+                .find_blob(id)
+                .map_err(|e| read_err(path.clone(), e))?;
+            let text =
+                String::from_utf8(blob.content().to_vec()).map_err(|_| RepoError::NotUtf8 {
+                    url: self.url_shown.clone(),
+                    commit: commit.to_string(),
+                    path: path.clone(),
+                })?;
             files.insert(path, text);
         }
         Ok(files)
@@ -278,11 +331,19 @@ impl GitRepo {
 
     /// Paths added, modified or deleted between `base` and `rev` (both
     /// sides of a rename). `base = None` lists every file of `rev`.
-    pub fn changed_paths(&self, base: Option<Oid>, rev: Oid) -> Result<BTreeSet<String>, RepoError> {
+    pub fn changed_paths(
+        &self,
+        base: Option<Oid>,
+        rev: Oid,
+    ) -> Result<BTreeSet<String>, RepoError> {
         let diff_err = |source| RepoError::Read {
             url: self.url_shown.clone(),
             commit: rev.to_string(),
-            what: format!("diff against {}", base.map(|b| b.to_string()).unwrap_or_else(|| "nothing".into())),
+            what: format!(
+                "diff against {}",
+                base.map(|b| b.to_string())
+                    .unwrap_or_else(|| "nothing".into())
+            ),
             source,
         };
         let new_tree = self.commit(rev)?.tree().map_err(diff_err)?;
@@ -290,7 +351,10 @@ impl GitRepo {
             Some(b) => Some(self.commit(b)?.tree().map_err(diff_err)?),
             None => None,
         };
-        let diff = self.repo.diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), None).map_err(diff_err)?;
+        let diff = self
+            .repo
+            .diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), None)
+            .map_err(diff_err)?;
         let mut paths = BTreeSet::new();
         for delta in diff.deltas() {
             for file in [delta.old_file(), delta.new_file()] {
@@ -307,7 +371,11 @@ impl GitRepo {
         let c = self.commit(oid)?;
         let message = String::from_utf8_lossy(c.message_bytes()).into_owned();
         let trailers = git2::message_trailers_strs(&message)
-            .map(|t| t.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+            .map(|t| {
+                t.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
             .unwrap_or_default();
         let author = c.author();
         Ok(CommitInfo {
@@ -333,14 +401,17 @@ impl GitRepo {
         let mut current = head;
         loop {
             let info = self.commit_info(current)?;
-            let Some(&parent) = info.parents.first() else { return Ok(current) };
+            let Some(&parent) = info.parents.first() else {
+                return Ok(current);
+            };
             if !info.is_ferry_status_commit() {
                 return Ok(current);
             }
-            let only_status = self
-                .changed_paths(Some(parent), current)?
-                .iter()
-                .all(|p| !status_dir.is_empty() && p.starts_with(status_dir) && p[status_dir.len()..].starts_with('/'));
+            let only_status = self.changed_paths(Some(parent), current)?.iter().all(|p| {
+                !status_dir.is_empty()
+                    && p.starts_with(status_dir)
+                    && p[status_dir.len()..].starts_with('/')
+            });
             if !only_status {
                 tracing::warn!(commit = %current, "commit carries Ferry's status trailer but changes files outside {status_dir}/; treating it as a placement commit");
                 return Ok(current);
@@ -354,12 +425,14 @@ impl GitRepo {
         if ancestor == descendant {
             return Ok(true);
         }
-        self.repo.graph_descendant_of(descendant, ancestor).map_err(|source| RepoError::Read {
-            url: self.url_shown.clone(),
-            commit: descendant.to_string(),
-            what: format!("ancestry of {ancestor}"),
-            source,
-        })
+        self.repo
+            .graph_descendant_of(descendant, ancestor)
+            .map_err(|source| RepoError::Read {
+                url: self.url_shown.clone(),
+                commit: descendant.to_string(),
+                what: format!("ancestry of {ancestor}"),
+                source,
+            })
     }
 }
 
@@ -370,9 +443,24 @@ fn hint_for(e: &git2::Error) -> &'static str {
         (_, K::Auth) | (C::Ssh, _) => {
             "check the deploy key or token and that it has access to the repository"
         }
-        (_, K::Certificate) => "the server's certificate or host key was refused; check known_hosts / CA trust",
+        (_, K::Certificate) => {
+            "the server's certificate or host key was refused; check known_hosts / CA trust"
+        }
         (C::Net | C::Http, _) => "check the URL, DNS and that the server is reachable",
-        (C::Repository | C::Odb, _) => "the cache may be corrupt; delete the cache directory to re-clone",
+        (C::Repository | C::Odb, _) => {
+            "the cache may be corrupt; delete the cache directory to re-clone"
+        }
         _ => "check the URL and that the repository exists",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The agent moves the clone into `spawn_blocking`, so it must stay `Send`.
+    #[test]
+    fn git_repo_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<super::GitRepo>();
+        assert_send::<super::WorkingCopyWatch>();
     }
 }

@@ -50,7 +50,11 @@ pub fn pr_number(message: &str) -> Option<u64> {
 
 fn leading_number(s: &str) -> Option<u64> {
     let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    if end == 0 { None } else { s[..end].parse().ok() }
+    if end == 0 {
+        None
+    } else {
+        s[..end].parse().ok()
+    }
 }
 
 #[cfg(test)]
@@ -59,12 +63,29 @@ mod tests {
 
     #[test]
     fn forge_styles() {
-        assert_eq!(pr_number("Merge pull request #12 from acme/move-shop\n\nMove shop to west"), Some(12));
-        assert_eq!(pr_number("Merge branch 'move-shop' into 'main'\n\nMove shop\n\nSee merge request platform/placements!345"), Some(345));
-        assert_eq!(pr_number("Pull request #7: Move shop to west\n\nMerge in PLAT/placements from move"), Some(7));
-        assert_eq!(pr_number("Merged in move-shop (pull request #8)\n\nMove shop"), Some(8));
+        assert_eq!(
+            pr_number("Merge pull request #12 from acme/move-shop\n\nMove shop to west"),
+            Some(12)
+        );
+        assert_eq!(
+            pr_number(
+                "Merge branch 'move-shop' into 'main'\n\nMove shop\n\nSee merge request platform/placements!345"
+            ),
+            Some(345)
+        );
+        assert_eq!(
+            pr_number("Pull request #7: Move shop to west\n\nMerge in PLAT/placements from move"),
+            Some(7)
+        );
+        assert_eq!(
+            pr_number("Merged in move-shop (pull request #8)\n\nMove shop"),
+            Some(8)
+        );
         assert_eq!(pr_number("Merged PR 99: Move shop"), Some(99));
-        assert_eq!(pr_number("Move shop to west (#1234)\n\nSigned-off-by: a <a@b>"), Some(1234));
+        assert_eq!(
+            pr_number("Move shop to west (#1234)\n\nSigned-off-by: a <a@b>"),
+            Some(1234)
+        );
     }
 
     #[test]

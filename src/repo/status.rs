@@ -27,7 +27,10 @@ pub struct Identity {
 
 impl Default for Identity {
     fn default() -> Self {
-        Identity { name: "Ferry".into(), email: "ferry@localhost".into() }
+        Identity {
+            name: "Ferry".into(),
+            email: "ferry@localhost".into(),
+        }
     }
 }
 
@@ -39,6 +42,8 @@ pub struct StatusWrite {
     pub branch: String,
     /// Files to create or overwrite: repository-relative path → bytes.
     pub files: Vec<(String, Vec<u8>)>,
+    /// Files to delete if present (e.g. status of a finished migration).
+    pub removals: Vec<String>,
     /// Commit message without trailers.
     pub message: String,
     /// Placement commit this status reports on (written as a trailer).
@@ -55,10 +60,15 @@ pub struct StatusWrite {
 
 impl StatusWrite {
     /// A status write with the default identity and 5 attempts.
-    pub fn new(branch: impl Into<String>, placement_commit: Oid, message: impl Into<String>) -> Self {
+    pub fn new(
+        branch: impl Into<String>,
+        placement_commit: Oid,
+        message: impl Into<String>,
+    ) -> Self {
         StatusWrite {
             branch: branch.into(),
             files: Vec::new(),
+            removals: Vec::new(),
             message: message.into(),
             placement_commit,
             migration: None,
@@ -72,7 +82,10 @@ impl StatusWrite {
     pub fn full_message(&self) -> String {
         let mut msg = self.message.trim_end().to_string();
         msg.push_str("\n\n");
-        msg.push_str(&format!("{TRAILER_PLACEMENT_COMMIT}: {}\n", self.placement_commit));
+        msg.push_str(&format!(
+            "{TRAILER_PLACEMENT_COMMIT}: {}\n",
+            self.placement_commit
+        ));
         if let Some(m) = &self.migration {
             msg.push_str(&format!("{TRAILER_MIGRATION}: {m}\n"));
         }
@@ -97,12 +110,20 @@ pub struct StatusOutcome {
 /// Whether a commit message carries Ferry's status trailer.
 pub fn is_ferry_status_message(message: &str) -> bool {
     git2::message_trailers_strs(message)
-        .map(|t| t.iter().any(|(k, _)| k.eq_ignore_ascii_case(TRAILER_PLACEMENT_COMMIT)))
+        .map(|t| {
+            t.iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case(TRAILER_PLACEMENT_COMMIT))
+        })
         .unwrap_or(false)
 }
 
 fn validate_path(path: &str) -> Result<(), RepoError> {
-    let bad = |reason| Err(RepoError::BadStatusPath { path: path.to_string(), reason });
+    let bad = |reason| {
+        Err(RepoError::BadStatusPath {
+            path: path.to_string(),
+            reason,
+        })
+    };
     if path.is_empty() {
         return bad("it is empty");
     }
@@ -141,21 +162,32 @@ impl GitRepo {
         write: &StatusWrite,
         before_push: &mut dyn FnMut(u32),
     ) -> Result<StatusOutcome, RepoError> {
-        for (path, _) in &write.files {
+        for path in write.files.iter().map(|(p, _)| p).chain(&write.removals) {
             validate_path(path)?;
         }
         let branch = &write.branch;
-        let commit_err = |source| RepoError::Commit { url: self.url_shown.clone(), branch: branch.clone(), source };
+        let commit_err = |source| RepoError::Commit {
+            url: self.url_shown.clone(),
+            branch: branch.clone(),
+            source,
+        };
         let max = write.max_attempts.max(1);
         let mut last_reason = String::new();
         for attempt in 1..=max {
             self.fetch_all(branch)?;
             let base = self.branch_head(branch)?;
-            let base_commit = base.map(|b| self.repo.find_commit(b)).transpose().map_err(commit_err)?;
+            let base_commit = base
+                .map(|b| self.repo.find_commit(b))
+                .transpose()
+                .map_err(commit_err)?;
             let base_tree = match &base_commit {
                 Some(c) => c.tree().map_err(commit_err)?,
                 None => {
-                    let empty = self.repo.treebuilder(None).and_then(|b| b.write()).map_err(commit_err)?;
+                    let empty = self
+                        .repo
+                        .treebuilder(None)
+                        .and_then(|b| b.write())
+                        .map_err(commit_err)?;
                     self.repo.find_tree(empty).map_err(commit_err)?
                 }
             };
@@ -164,12 +196,25 @@ impl GitRepo {
                 let blob = self.repo.blob(bytes).map_err(commit_err)?;
                 update.upsert(path.as_str(), blob, FileMode::Blob);
             }
-            let tree_id = update.create_updated(&self.repo, &base_tree).map_err(commit_err)?;
+            for path in &write.removals {
+                // libgit2 refuses to remove what is not there.
+                if base_tree.get_path(std::path::Path::new(path)).is_ok() {
+                    update.remove(path.as_str());
+                }
+            }
+            let tree_id = update
+                .create_updated(&self.repo, &base_tree)
+                .map_err(commit_err)?;
             if let Some(b) = base.filter(|_| tree_id == base_tree.id()) {
-                return Ok(StatusOutcome { commit: b, attempts: attempt, unchanged: true });
+                return Ok(StatusOutcome {
+                    commit: b,
+                    attempts: attempt,
+                    unchanged: true,
+                });
             }
             let tree = self.repo.find_tree(tree_id).map_err(commit_err)?;
-            let sig = git2::Signature::now(&write.identity.name, &write.identity.email).map_err(commit_err)?;
+            let sig = git2::Signature::now(&write.identity.name, &write.identity.email)
+                .map_err(commit_err)?;
             let parents: Vec<&git2::Commit<'_>> = base_commit.iter().collect();
             let commit = self
                 .repo
@@ -179,10 +224,19 @@ impl GitRepo {
             match self.push_commit(commit, branch) {
                 Ok(()) => {
                     self.repo
-                        .reference(&format!("refs/remotes/{REMOTE}/{branch}"), commit, true, "ferry status push")
+                        .reference(
+                            &format!("refs/remotes/{REMOTE}/{branch}"),
+                            commit,
+                            true,
+                            "ferry status push",
+                        )
                         .map_err(commit_err)?;
                     tracing::info!(%branch, %commit, attempt, "pushed status commit");
-                    return Ok(StatusOutcome { commit, attempts: attempt, unchanged: false });
+                    return Ok(StatusOutcome {
+                        commit,
+                        attempts: attempt,
+                        unchanged: false,
+                    });
                 }
                 Err(PushFailure::Rejected(reason)) => {
                     tracing::info!(%branch, attempt, %reason, "status push rejected; rebuilding on the new remote head");
@@ -202,17 +256,29 @@ impl GitRepo {
                 Err(PushFailure::Fatal(e)) => return Err(e),
             }
         }
-        Err(RepoError::PushRejected { url: self.url_shown.clone(), branch: branch.clone(), attempts: max, reason: last_reason })
+        Err(RepoError::PushRejected {
+            url: self.url_shown.clone(),
+            branch: branch.clone(),
+            attempts: max,
+            reason: last_reason,
+        })
     }
 
     /// Push `commit` to `refs/heads/<branch>` without force.
     fn push_commit(&self, commit: Oid, branch: &str) -> Result<(), PushFailure> {
         let fatal = |source| {
-            PushFailure::Fatal(RepoError::Push { url: self.url_shown.clone(), branch: branch.into(), hint: "", source })
+            PushFailure::Fatal(RepoError::Push {
+                url: self.url_shown.clone(),
+                branch: branch.into(),
+                hint: "the local cache could not record the commit; delete the cache directory to re-clone",
+                source,
+            })
         };
         // libgit2 pushes references, not bare object ids.
         let local = format!("refs/ferry/push/{branch}");
-        self.repo.reference(&local, commit, true, "ferry status push").map_err(fatal)?;
+        self.repo
+            .reference(&local, commit, true, "ferry status push")
+            .map_err(fatal)?;
         let callbacks = auth::Callbacks::new();
         let rejected: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
         let mut cb = callbacks.build(&self.source);
@@ -229,17 +295,25 @@ impl GitRepo {
             .repo
             .find_remote(REMOTE)
             .and_then(|mut r| r.push(&[format!("{local}:refs/heads/{branch}")], Some(&mut opts)));
-        let _ = self.repo.find_reference(&local).and_then(|mut r| r.delete());
+        let _ = self
+            .repo
+            .find_reference(&local)
+            .and_then(|mut r| r.delete());
         match result {
-            Err(e) if e.code() == git2::ErrorCode::NotFastForward => Err(PushFailure::Rejected(e.message().to_string())),
-            Err(source) => Err(callbacks.take_failure().map(PushFailure::Fatal).unwrap_or_else(|| {
-                PushFailure::Fatal(RepoError::Push {
-                    url: self.url_shown.clone(),
-                    branch: branch.into(),
-                    hint: super::hint_for(&source),
-                    source,
-                })
-            })),
+            Err(e) if e.code() == git2::ErrorCode::NotFastForward => {
+                Err(PushFailure::Rejected(e.message().to_string()))
+            }
+            Err(source) => Err(callbacks
+                .take_failure()
+                .map(PushFailure::Fatal)
+                .unwrap_or_else(|| {
+                    PushFailure::Fatal(RepoError::Push {
+                        url: self.url_shown.clone(),
+                        branch: branch.into(),
+                        hint: super::hint_for(&source),
+                        source,
+                    })
+                })),
             Ok(()) => match rejected.borrow_mut().take() {
                 Some(reason) => Err(PushFailure::Rejected(reason)),
                 None => Ok(()),
@@ -258,15 +332,26 @@ mod tests {
         let mut w = StatusWrite::new("status", oid, "status: shop moved to west\n");
         w.migration = Some("shop-20261122".into());
         let msg = w.full_message();
-        assert!(msg.ends_with(&format!("{TRAILER_PLACEMENT_COMMIT}: {oid}\n{TRAILER_MIGRATION}: shop-20261122\n")));
+        assert!(msg.ends_with(&format!(
+            "{TRAILER_PLACEMENT_COMMIT}: {oid}\n{TRAILER_MIGRATION}: shop-20261122\n"
+        )));
         assert!(is_ferry_status_message(&msg));
-        assert!(!is_ferry_status_message("Move shop to west\n\nSigned-off-by: a <a@b>\n"));
+        assert!(!is_ferry_status_message(
+            "Move shop to west\n\nSigned-off-by: a <a@b>\n"
+        ));
     }
 
     #[test]
     fn status_paths_are_validated() {
         assert!(validate_path("status/shop.yaml").is_ok());
-        for bad in ["", "/etc/passwd", "a/../b", ".git/config", "a//b", "x/.GIT/y"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            ".git/config",
+            "a//b",
+            "x/.GIT/y",
+        ] {
             assert!(validate_path(bad).is_err(), "{bad} accepted");
         }
     }

@@ -30,7 +30,10 @@ impl WorkingCopyWatch {
 /// are ignored: they are Git's bookkeeping, not edits.
 pub fn watch(path: &Path, debounce: Duration) -> Result<WorkingCopyWatch, RepoError> {
     let root = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    let watch_err = |source| RepoError::Watch { path: root.clone(), source };
+    let watch_err = |source| RepoError::Watch {
+        path: root.clone(),
+        source,
+    };
     let (raw_tx, raw_rx) = std_mpsc::channel::<notify::Event>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(event) = res {
@@ -38,7 +41,9 @@ pub fn watch(path: &Path, debounce: Duration) -> Result<WorkingCopyWatch, RepoEr
         }
     })
     .map_err(watch_err)?;
-    watcher.watch(&root, RecursiveMode::Recursive).map_err(watch_err)?;
+    watcher
+        .watch(&root, RecursiveMode::Recursive)
+        .map_err(watch_err)?;
     let (tx, rx) = mpsc::channel(1);
     let thread_root = root.clone();
     // A plain thread keeps this usable without a runtime handle and ends
@@ -47,7 +52,10 @@ pub fn watch(path: &Path, debounce: Duration) -> Result<WorkingCopyWatch, RepoEr
         .name("ferry-watch".into())
         .spawn(move || debounce_loop(&thread_root, raw_rx, tx, debounce))
         .map_err(|e| watch_err(notify::Error::io(e)))?;
-    Ok(WorkingCopyWatch { rx, _watcher: watcher })
+    Ok(WorkingCopyWatch {
+        rx,
+        _watcher: watcher,
+    })
 }
 
 fn relevant(root: &Path, event: &notify::Event) -> bool {
@@ -55,12 +63,22 @@ fn relevant(root: &Path, event: &notify::Event) -> bool {
         return false;
     }
     event.paths.iter().any(|p| {
-        let rel: PathBuf = p.strip_prefix(root).map(Path::to_path_buf).unwrap_or_else(|_| p.clone());
-        rel.components().next().is_none_or(|c| c.as_os_str() != ".git")
+        let rel: PathBuf = p
+            .strip_prefix(root)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|_| p.clone());
+        rel.components()
+            .next()
+            .is_none_or(|c| c.as_os_str() != ".git")
     })
 }
 
-fn debounce_loop(root: &Path, raw: std_mpsc::Receiver<notify::Event>, tx: mpsc::Sender<()>, debounce: Duration) {
+fn debounce_loop(
+    root: &Path,
+    raw: std_mpsc::Receiver<notify::Event>,
+    tx: mpsc::Sender<()>,
+    debounce: Duration,
+) {
     let mut pending_since: Option<Instant> = None;
     loop {
         let event = match pending_since {

@@ -7,7 +7,9 @@ use std::process::Command;
 
 /// Run a command and return trimmed stdout; panic with stderr on failure.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -48,9 +50,15 @@ impl Fixture {
         let bare = dir.path().join("remote.git");
         let work = dir.path().join("work");
         let home = dir.path().to_path_buf();
-        run(git_cmd(dir.path(), &home).args(["init", "--bare", "-b", "main"]).arg(&bare));
-        run(git_cmd(dir.path(), &home).args(["init", "-b", "main"]).arg(&work));
-        run(git_cmd(&work, &home).args(["remote", "add", "origin"]).arg(&bare));
+        run(git_cmd(dir.path(), &home)
+            .args(["init", "--bare", "-b", "main"])
+            .arg(&bare));
+        run(git_cmd(dir.path(), &home)
+            .args(["init", "-b", "main"])
+            .arg(&work));
+        run(git_cmd(&work, &home)
+            .args(["remote", "add", "origin"])
+            .arg(&bare));
         Fixture { dir, bare, work }
     }
 
