@@ -3,138 +3,16 @@
 //! Install the server with `scripts/install-deps.sh`.
 #[path = "support/git_fixture.rs"]
 mod fixture;
+#[path = "support/sshd.rs"]
+mod sshd;
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
 
 use ferry::repo::{Auth, GitRepo, HostKeyPolicy, Oid, RepoError, RepoSource, StatusWrite};
 use fixture::{Fixture, run};
-
-const SSHD: &str = "/usr/sbin/sshd";
-
-/// A private sshd: own host key, own authorized_keys, loopback only.
-/// Killed on drop.
-struct Sshd {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-    deploy_key: PathBuf,
-}
-
-fn keygen(path: &Path, comment: &str) {
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-        .arg(path));
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Sshd {
-    fn start() -> Sshd {
-        assert!(
-            Path::new(SSHD).exists(),
-            "{SSHD} is missing: run scripts/install-deps.sh (installs the packages in scripts/test-deps.txt)"
-        );
-        // sshd refuses to start without its privilege separation directory.
-        let _ = std::fs::create_dir_all("/run/sshd");
-        let dir = tempfile::tempdir().unwrap();
-        let host_key = dir.path().join("host_ed25519");
-        let deploy_key = dir.path().join("deploy_ed25519");
-        keygen(&host_key, "host");
-        keygen(&deploy_key, "ferry-deploy");
-        std::fs::copy(
-            deploy_key.with_extension("pub"),
-            dir.path().join("authorized_keys"),
-        )
-        .unwrap();
-        for _ in 0..5 {
-            let port = free_port();
-            let config = dir.path().join("sshd_config");
-            std::fs::write(
-                &config,
-                format!(
-                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {d}/sshd.pid\n\
-                     AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPubkeyAuthentication yes\n\
-                     PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
-                     PermitRootLogin prohibit-password\nLogLevel VERBOSE\n",
-                    hk = host_key.display(),
-                    d = dir.path().display()
-                ),
-            )
-            .unwrap();
-            let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
-            let mut child = Command::new(SSHD)
-                .args(["-D", "-e", "-f"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start sshd");
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
-                    break; // port taken meanwhile or bad config: try again
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Sshd {
-                        child,
-                        port,
-                        dir,
-                        deploy_key,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!(
-            "sshd did not start; log:\n{}",
-            std::fs::read_to_string(dir_log(&dir)).unwrap_or_default()
-        );
-    }
-
-    fn user() -> String {
-        run(Command::new("id").arg("-un"))
-    }
-
-    fn url(&self, bare: &Path) -> String {
-        format!(
-            "ssh://{}@127.0.0.1:{}{}",
-            Self::user(),
-            self.port,
-            bare.display()
-        )
-    }
-
-    fn host_public_key(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("host_ed25519.pub")).unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(dir_log(&self.dir)).unwrap_or_default()
-    }
-}
-
-fn dir_log(dir: &tempfile::TempDir) -> PathBuf {
-    dir.path().join("sshd.log")
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use sshd::{Sshd, keygen};
 
 fn fixture_with_placements() -> (Fixture, String) {
     let fx = Fixture::new();
