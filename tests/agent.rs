@@ -79,9 +79,6 @@ impl Drop for AgentProc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn start_agent(s: &Setup, port: u16, fault: Option<&str>) -> AgentProc {
     start_agent_with(s, port, fault, &[])
@@ -163,7 +160,7 @@ fn move_west(s: &Setup) -> String {
 async fn webhook_push_moves_the_namespace_and_status_is_committed() {
     let h = harness();
     let s = setup("agent-webhook").await;
-    let port = free_port();
+    let port = sshd::free_port();
     let _agent = start_agent(&s, port, None);
     wait_ready(port).await;
     // The first sync saw the namespace in place.
@@ -228,7 +225,7 @@ async fn webhook_push_moves_the_namespace_and_status_is_committed() {
 async fn killed_agent_resumes_the_same_migration() {
     let h = harness();
     let s = setup("agent-crash").await;
-    let port = free_port();
+    let port = sshd::free_port();
     {
         // This agent dies right after the migration's apply stage is journaled.
         let mut agent = start_agent(&s, port, Some("crash-after:apply"));
@@ -242,7 +239,7 @@ async fn killed_agent_resumes_the_same_migration() {
     assert!(migrating.lines().any(|l| l == "phase: Migrating"), "{migrating}");
     let id = migrating.lines().find(|l| l.trim_start().starts_with("migrationId:")).unwrap().split(':').nth(1).unwrap().trim().to_string();
 
-    let port = free_port();
+    let port = sshd::free_port();
     let _agent = start_agent(&s, port, None);
     let done = eventually("resumed migration succeeded", Duration::from_secs(180), || async {
         status_file(&s.bare, &s.ns.name).filter(|t| t.lines().any(|l| l == "phase: Succeeded"))
@@ -264,7 +261,7 @@ async fn killed_agent_resumes_the_same_migration() {
 async fn invalid_commit_is_reported_and_changes_nothing() {
     let h = harness();
     let s = setup("agent-invalid").await;
-    let port = free_port();
+    let port = sshd::free_port();
     let _agent = start_agent(&s, port, None);
     wait_ready(port).await;
     std::fs::write(s.work.join(format!("namespaces/{}.yaml", s.ns.name)), placement(&s.ns.name, "nowhere")).unwrap();
@@ -293,7 +290,7 @@ async fn only_the_lease_holder_acts_and_a_standby_finishes_the_work() {
     let lease_args = ["--lease-name", lease.as_str(), "--lease-namespace", "default", "--lease-kubeconfig", kubeconfig.as_str(), "--lease-context", "east", "--lease-duration", "8s"];
     // Both die right after a migration's apply stage: whoever leads first
     // crashes mid-migration; the other must take over and finish it.
-    let (pa, pb) = (free_port(), free_port());
+    let (pa, pb) = (sshd::free_port(), sshd::free_port());
     let mut a = start_agent_with(&s, pa, Some("crash-after:apply"), &lease_args);
     let mut b = start_agent_with(&s, pb, Some("crash-after:apply"), &lease_args);
     wait_ready(pa).await;
@@ -366,7 +363,7 @@ async fn agent_follows_a_repository_served_over_ssh_with_a_deploy_key() {
     let s = setup("agent-ssh").await;
     let sshd = sshd::Sshd::start();
     let known_hosts = s.kdir.with_file_name("known_hosts");
-    let port = free_port();
+    let port = sshd::free_port();
     let key = sshd.deploy_key.to_str().unwrap().to_string();
     let kh = known_hosts.to_str().unwrap().to_string();
     let _agent = start_agent_at(&s, &sshd.url(&s.bare), port, None, &["--ssh-key", key.as_str(), "--known-hosts", kh.as_str(), "--accept-new-host-keys"]);

@@ -1,7 +1,6 @@
 //! `ferry demo`: the embedded default. Two local clusters, the guestbook
 //! deployed on one of them, and a full migration to the other, with live
 //! progress. Each run moves the guestbook to the cluster it is not on.
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -36,19 +35,7 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
         }
     };
     println!("\nmoving namespace {NAMESPACE}: {} → {}", from.name, to.name);
-    let spec = Spec {
-        namespace: NAMESPACE.into(),
-        placement_commit: "demo".into(),
-        storage_class_map: BTreeMap::new(),
-        volume_mode: crate::transform::VolumeMode::Copy,
-        retention: Duration::ZERO,
-        ready_timeout: Duration::from_secs(120),
-        keep_load_balancer_ips: false,
-        reserve: (0, 0),
-        overlay: None,
-        before_quiesce: Vec::new(),
-        after_start: Vec::new(),
-    };
+    let spec = Spec { retention: Duration::ZERO, ready_timeout: Duration::from_secs(120), ..Spec::new(NAMESPACE, "demo") };
     let console = Console::default();
     let journal = Migration { spec, source: from, dest: to, progress: &console, stop: None }.run().await?;
     println!(

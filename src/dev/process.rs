@@ -111,12 +111,6 @@ pub fn stop_all(pids: &[u32], grace: Duration) {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (the OS picks it; we release it right away).
-pub fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
 /// Whether something accepts connections on 127.0.0.1:port.
 pub fn port_in_use(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()

@@ -10,7 +10,6 @@ use super::journal::Journal;
 use super::{MigrateError, Migration, Spec, progress};
 use crate::cluster::Cluster;
 use crate::output::OutputFormat;
-use crate::transform::VolumeMode;
 
 /// Arguments of `ferry migrate`.
 #[derive(clap::Args, Debug)]
@@ -81,10 +80,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let source = Cluster::connect(&args.from, &kubeconfig, &args.from).await?;
     let dest = Cluster::connect(&to, &kubeconfig, &to).await?;
     let spec = Spec {
-        namespace: args.namespace.clone(),
-        placement_commit: args.placement_commit.clone(),
         storage_class_map: args.storage_class_map.iter().cloned().collect::<BTreeMap<_, _>>(),
-        volume_mode: VolumeMode::Copy,
         retention: args.retain,
         ready_timeout: args.ready_timeout,
         keep_load_balancer_ips: args.keep_load_balancer_ips,
@@ -92,9 +88,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
             crate::transform::quantity::millicores(&args.reserve_cpu).with_context(|| format!("--reserve-cpu {:?} is not a quantity", args.reserve_cpu))?,
             crate::transform::quantity::bytes(&args.reserve_memory).with_context(|| format!("--reserve-memory {:?} is not a quantity", args.reserve_memory))?,
         ),
-        overlay: None,
-        before_quiesce: Vec::new(),
-        after_start: Vec::new(),
+        ..Spec::new(&args.namespace, &args.placement_commit)
     };
     execute(spec, &source, &dest, args.output).await
 }

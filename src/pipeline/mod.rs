@@ -79,6 +79,24 @@ pub struct HookSpec {
 }
 
 impl Spec {
+    /// A stop-copy-start move of `namespace` with no repository behind it:
+    /// no storage-class map, reserve, overlay or hooks; 24h retention, 5m ready timeout.
+    pub fn new(namespace: &str, placement_commit: &str) -> Spec {
+        Spec {
+            namespace: namespace.to_string(),
+            placement_commit: placement_commit.to_string(),
+            storage_class_map: BTreeMap::new(),
+            volume_mode: VolumeMode::Copy,
+            retention: Duration::from_secs(24 * 3600),
+            ready_timeout: Duration::from_secs(300),
+            keep_load_balancer_ips: false,
+            reserve: (0, 0),
+            overlay: None,
+            before_quiesce: Vec::new(),
+            after_start: Vec::new(),
+        }
+    }
+
     /// The migration a placement asks for: `namespace` from `source` to its placed cluster.
     pub fn from_placement(desired: &crate::model::Desired, namespace: &str, source: &str, placement_commit: &str) -> anyhow::Result<Spec> {
         let placement = desired.placements.get(namespace)
@@ -106,20 +124,17 @@ impl Spec {
             _ => None,
         };
         Ok(Spec {
-            namespace: namespace.to_string(),
-            placement_commit: placement_commit.to_string(),
             storage_class_map: cluster.spec.storage_classes.clone(),
             volume_mode: match placement.spec.volumes {
                 crate::model::VolumeMode::Copy => VolumeMode::Copy,
                 crate::model::VolumeMode::Reattach => VolumeMode::Reattach,
             },
             retention,
-            ready_timeout: Duration::from_secs(300),
-            keep_load_balancer_ips: false,
             reserve,
             overlay,
             before_quiesce: hooks(&placement.file, "beforeQuiesce", &placement.spec.hooks.before_quiesce)?,
             after_start: hooks(&placement.file, "afterStart", &placement.spec.hooks.after_start)?,
+            ..Spec::new(namespace, placement_commit)
         })
     }
 }

@@ -1,9 +1,8 @@
 //! Gitea/Forgejo and Gogs: hex HMAC-SHA256 in `X-Gitea-Signature` /
 //! `X-Gogs-Signature` (no `sha256=` prefix), event in `X-Gitea-Event` / `X-Gogs-Event`.
 use http::HeaderMap;
-use serde::Deserialize;
 
-use super::{BranchUpdate, Event, Reject, branch_of, commit, header, json, payload, signature, urls};
+use super::{BranchUpdate, Event, Reject, branch_of, commit, header, json, payload, signature};
 
 /// Which of the two sibling forges sent the delivery; they differ only in header names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,21 +36,6 @@ pub fn verify(flavor: Flavor, headers: &HeaderMap, body: &[u8], secret: &[u8]) -
     signature::verify_hmac(headers, flavor.signature_header(), None, body, secret)
 }
 
-#[derive(Deserialize)]
-struct Push {
-    #[serde(rename = "ref")]
-    git_ref: String,
-    after: Option<String>,
-    repository: Repository,
-}
-
-#[derive(Deserialize)]
-struct Repository {
-    clone_url: Option<String>,
-    ssh_url: Option<String>,
-    html_url: Option<String>,
-}
-
 /// Parse a verified delivery.
 pub fn parse(flavor: Flavor, headers: &HeaderMap, body: &[u8]) -> Result<Event, Reject> {
     let event_header = flavor.event_header();
@@ -60,12 +44,13 @@ pub fn parse(flavor: Flavor, headers: &HeaderMap, body: &[u8]) -> Result<Event, 
     if event != "push" {
         return Ok(Event::Ignored(format!("{flavor:?} event {event} is not handled")));
     }
-    let p: Push = payload(event, value)?;
+    // Gitea and Gogs send GitHub's push payload shape.
+    let p: super::github::Push = payload(event, value)?;
     let Some(branch) = branch_of(&p.git_ref) else {
         return Ok(Event::Ignored(format!("push to {} is not a branch", p.git_ref)));
     };
     Ok(Event::Push {
-        repo_urls: urls([p.repository.clone_url, p.repository.ssh_url, p.repository.html_url]),
+        repo_urls: p.repository.urls(),
         branches: vec![BranchUpdate { branch: branch.to_owned(), after: commit(p.after) }],
     })
 }

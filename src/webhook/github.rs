@@ -29,12 +29,13 @@ impl Repository {
     }
 }
 
+/// A push delivery (Gitea and Gogs send the same shape).
 #[derive(Deserialize)]
-struct Push {
+pub(crate) struct Push {
     #[serde(rename = "ref")]
-    git_ref: String,
-    after: Option<String>,
-    repository: Repository,
+    pub(crate) git_ref: String,
+    pub(crate) after: Option<String>,
+    pub(crate) repository: Repository,
 }
 
 #[derive(Deserialize)]
