@@ -86,6 +86,18 @@ enum DevCommand {
         #[arg(long)]
         cluster: String,
     },
+    /// (internal) Run the node agent (the cluster's one real node, for mover pods) in the foreground.
+    #[command(hide = true)]
+    NodeAgent {
+        #[command(flatten)]
+        state: StateArg,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        node_ip: String,
+        #[arg(long)]
+        pod_ip_prefix: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -136,6 +148,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Dev(DevCommand::Binaries) => println!("{}", dev::binaries::ensure()?.display()),
         Command::Dev(DevCommand::Provisioner { state, cluster }) => dev::provisioner::run(&state.resolve(), &cluster).await?,
+        Command::Dev(DevCommand::NodeAgent { state, cluster, node_ip, pod_ip_prefix }) => {
+            dev::node::run(&state.resolve(), dev::node::NodeOptions { cluster, node_ip, pod_ip_prefix }).await?
+        }
         Command::Migrate(args) => return ferry::pipeline::cli::run(args).await,
         Command::Validate(args) if args.watch => {
             // The edit-save-see loop: every save re-validates the working copy.

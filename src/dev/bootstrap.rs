@@ -66,7 +66,8 @@ pub(super) async fn run(client: &kube::Client, c: &ClusterState) -> anyhow::Resu
         let (ready, total) = node_readiness(client).await?;
         let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
         let sa_ok = sa.get_opt("default").await?.is_some();
-        if ready == c.nodes && total == c.nodes && sa_ok {
+        // kwok's nodes plus the node agent's real one.
+        if ready == c.nodes + 1 && total == c.nodes + 1 && sa_ok {
             return Ok(());
         }
         if Instant::now() > deadline {

@@ -17,6 +17,7 @@ pub mod binaries;
 mod bootstrap;
 pub mod demo;
 mod health;
+pub mod node;
 pub mod pki;
 pub mod process;
 pub mod provisioner;
@@ -83,6 +84,17 @@ pub struct ClusterState {
     pub nodes: u32,
     pub node_cpu: String,
     pub node_memory: String,
+    /// Loopback address of the cluster's node agent (its one real node), e.g. 127.0.1.1.
+    #[serde(default)]
+    pub node_ip: String,
+}
+
+impl ClusterState {
+    /// First two octets of the pod IPs the node agent hands out.
+    pub fn pod_ip_prefix(&self) -> String {
+        let third = self.node_ip.split('.').nth(2).and_then(|o| o.parse::<u16>().ok()).unwrap_or(1);
+        format!("127.{}", 100 + third)
+    }
 }
 
 /// Persisted record of the whole harness (`STATE/state.json`).
@@ -174,7 +186,7 @@ impl StatusReport {
     }
 }
 
-const COMPONENTS: &[&str] = &["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "provisioner"];
+const COMPONENTS: &[&str] = &["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "provisioner", "node-agent"];
 
 /// Start the clusters (or confirm they already run) and wait until every component is healthy.
 pub async fn up(state_dir: &Path, opts: &UpOptions) -> anyhow::Result<StatusReport> {
@@ -204,7 +216,7 @@ pub async fn up(state_dir: &Path, opts: &UpOptions) -> anyhow::Result<StatusRepo
     let bin_dir = tokio::task::spawn_blocking(binaries::ensure).await??;
     let previous = layout.load()?.unwrap_or_default();
     let mut state = State { bin_dir: bin_dir.clone(), clusters: Vec::new() };
-    for name in &opts.clusters {
+    for (i, name) in opts.clusters.iter().enumerate() {
         let old = previous.clusters.iter().find(|c| &c.name == name);
         let ports = match old {
             Some(c) if ports_free(&c.ports) => c.ports.clone(),
@@ -217,6 +229,7 @@ pub async fn up(state_dir: &Path, opts: &UpOptions) -> anyhow::Result<StatusRepo
             nodes: opts.nodes,
             node_cpu: opts.node_cpu.clone(),
             node_memory: opts.node_memory.clone(),
+            node_ip: format!("127.0.{}.1", i + 1),
         });
     }
     layout.save(&state)?;
@@ -494,6 +507,11 @@ async fn start_cluster(layout: &Layout, bin: &Path, mut c: ClusterState) -> anyh
     let me = std::env::current_exe().context("locating the ferry binary")?;
     let prov_args = vec!["dev".into(), "provisioner".into(), format!("--state={}", layout.root.display()), format!("--cluster={name}")];
     c.pids.insert("provisioner".into(), process::spawn(&me, &prov_args, &layout.log(&name, "provisioner"))?);
+    let node_args = vec![
+        "dev".into(), "node-agent".into(), format!("--state={}", layout.root.display()), format!("--cluster={name}"),
+        format!("--node-ip={}", c.node_ip), format!("--pod-ip-prefix={}", c.pod_ip_prefix()),
+    ];
+    c.pids.insert("node-agent".into(), process::spawn(&me, &node_args, &layout.log(&name, "node-agent"))?);
 
     let ca = pki.ca_cert();
     wait_for(&format!("{name}: kube-controller-manager /healthz"), Duration::from_secs(60), || health::ok(p.controller_manager, "/healthz", Some(&ca))).await?;

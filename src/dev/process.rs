@@ -82,7 +82,9 @@ pub fn find_components(root: &Path) -> Vec<u32> {
         let Some(argv0) = args.first() else { continue };
         let base = Path::new(argv0).file_name().and_then(|s| s.to_str()).unwrap_or("");
         let is_component = COMPONENT_PROGRAMS.contains(&base)
-            || (args.iter().any(|a| a == "dev") && args.iter().any(|a| a == "provisioner"));
+            || (args.iter().any(|a| a == "dev") && args.iter().any(|a| a == "provisioner" || a == "node-agent"))
+            // Pods the node agent started (their mount-namespace wrapper names the pod directory).
+            || base == "unshare";
         if is_component && args.iter().any(|a| mentions(a, root)) && !is_zombie(pid) {
             found.push(pid);
         }
