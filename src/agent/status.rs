@@ -54,6 +54,8 @@ pub fn from_journal(j: &Journal) -> NamespaceStatus {
     s.started_at = Some(j.started_at.clone());
     s.finished_at = j.finished_at.clone();
     s.downtime_ms = j.downtime_ms;
+    s.verification = j.verification.clone();
+    s.volume_passes = j.volume_passes.clone();
     s.stages = j.stages.iter().map(|r| StageStatus {
         name: r.stage.clone(),
         phase: if r.finished_at.is_some() { "Succeeded".into() } else if j.failure.as_ref().is_some_and(|f| f.stage.name() == r.stage) { "Failed".into() } else { "Running".into() },

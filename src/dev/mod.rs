@@ -90,10 +90,11 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
-    /// First two octets of the pod IPs the node agent hands out.
+    /// First two octets of the pod IPs the node agent hands out (a /16 it routes
+    /// to the loopback device: the API server rejects loopback endpoint addresses).
     pub fn pod_ip_prefix(&self) -> String {
         let third = self.node_ip.split('.').nth(2).and_then(|o| o.parse::<u16>().ok()).unwrap_or(1);
-        format!("127.{}", 100 + third)
+        format!("10.{}", 200 + third)
     }
 }
 

@@ -77,6 +77,8 @@ struct Running {
     started_at: String,
     restarts: u32,
     termination_log: PathBuf,
+    /// terminationMessagePolicy: FallbackToLogsOnError.
+    fallback_to_logs: bool,
 }
 
 struct PodRun {
@@ -99,9 +101,22 @@ pub async fn run(state_dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
     let node = node_name(&opts.cluster);
     let root = layout.cluster_dir(&opts.cluster).join("node");
     std::fs::create_dir_all(root.join("pods"))?;
-    register(&client, &node, &opts)
-        .await
-        .context("registering the node")?;
+    // Pod IPs: a /16 that is local on this host (AnyIP on the loopback device), so every pod
+    // can bind its own address and the EndpointSlice controller accepts it.
+    let cidr = format!("{}.0.0/16", opts.pod_ip_prefix);
+    let out = std::process::Command::new("ip").args(["route", "replace", "local", &cidr, "dev", "lo"]).output().context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!("cannot route pod addresses {cidr} to the loopback device: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    // Ferry's "image": this executable as it was when the node started (a rebuild
+    // replaces target/debug/ferry; pods keep running the version the node had).
+    let image = root.join("image-ferry");
+    let _ = std::fs::remove_file(&image);
+    let exe = std::env::current_exe()?;
+    if std::fs::hard_link(&exe, &image).is_err() {
+        std::fs::copy(&exe, &image).with_context(|| format!("copying {} to {}", exe.display(), image.display()))?;
+    }
+    register(&client, &node, &opts).await.context("registering the node")?;
     tracing::info!(node, ip = %opts.node_ip, "node agent started");
 
     let proxies: Arc<RwLock<HashMap<u16, Arc<RwLock<Vec<SocketAddr>>>>>> = Arc::default();
@@ -134,6 +149,7 @@ pub async fn run(state_dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
                         signal_group(&r.child, nix::sys::signal::Signal::SIGKILL);
                     }
                 }
+                let _ = std::process::Command::new("ip").args(["route", "del", "local", &cidr, "dev", "lo"]).output();
                 return Ok(());
             }
         }
@@ -392,8 +408,19 @@ fn reap(run: &mut PodRun) {
                     128 + std::os::unix::process::ExitStatusExt::signal(&st).unwrap_or(9)
                 });
                 let mut msg = std::fs::read_to_string(&r.termination_log).unwrap_or_default();
-                msg.truncate(4096);
-                tracing::info!(container = %r.container, code, "container exited");
+                let log = std::fs::read(run.dir.join(format!("{}.log", r.container))).unwrap_or_default();
+                let tail = String::from_utf8_lossy(&log[log.len().saturating_sub(2048)..]).trim().to_string();
+                if msg.trim().is_empty() && code != 0 && r.fallback_to_logs {
+                    msg = tail.clone();
+                }
+                if msg.len() > 4096 {
+                    let mut cut = 4096;
+                    while !msg.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    msg.truncate(cut);
+                }
+                tracing::info!(container = %r.container, code, log_tail = %tail, "container exited");
                 run.ended.insert(
                     r.container.clone(),
                     (code, msg, r.started_at.clone(), now()),
@@ -814,7 +841,7 @@ async fn spawn_container(
     std::fs::create_dir_all(&rootfs)?;
     let termination_log = dir.join(format!("{}.termination-log", c.name));
     std::fs::write(&termination_log, b"")?;
-    let exe = std::env::current_exe()?;
+    let exe = dir.parent().and_then(Path::parent).context("pod dir")?.join("image-ferry");
     let r = quote(&rootfs.display().to_string());
     let mut script = String::from("set -e\n");
     for top in [
@@ -915,6 +942,7 @@ async fn spawn_container(
         started_at: now(),
         restarts: 0,
         termination_log,
+        fallback_to_logs: c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"),
     })
 }
 
@@ -1018,8 +1046,17 @@ async fn sync_node_ports(
                 let Ok(Ok((mut inbound, _))) = accepted else {
                     continue;
                 };
-                let target = shared.read().expect("lock").first().copied();
+                let shared = shared.clone();
                 tokio::spawn(async move {
+                    // Like kube-proxy between an endpoint turning ready and the rules being in place: wait a little.
+                    let mut target = None;
+                    for _ in 0..50 {
+                        target = shared.read().expect("lock").first().copied();
+                        if target.is_some() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     let Some(target) = target else { return };
                     if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
                         let _ = inbound.set_nodelay(true);

@@ -67,6 +67,9 @@ pub struct NamespaceStatus {
     /// Per-volume data verification.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verification: Vec<VolumeVerification>,
+    /// Every pass of the volume data mover (pre-copy passes, then the final one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_passes: Vec<VolumePass>,
     /// Errors, most recent last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<StatusError>,
@@ -89,6 +92,7 @@ impl NamespaceStatus {
             downtime_ms: None,
             stages: Vec::new(),
             verification: Vec::new(),
+            volume_passes: Vec::new(),
             errors: Vec::new(),
         }
     }
@@ -155,6 +159,28 @@ impl VolumeVerification {
     pub fn matches(&self) -> bool {
         self.source_hash == self.destination_hash
     }
+}
+
+/// One pass over one volume, as journaled and shown in the status file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VolumePass {
+    pub pvc: String,
+    pub pass: u32,
+    /// `pre-copy` (application running) or `final` (application stopped).
+    pub phase: String,
+    pub files_total: u64,
+    pub files_sent: u64,
+    pub files_deleted: u64,
+    /// File bytes sent (before compression).
+    pub bytes: u64,
+    /// Bytes on the wire (TLS included).
+    pub wire_bytes: u64,
+    pub duration_ms: u64,
+    /// Source files that changed while they were read (pre-copy only).
+    pub unstable_files: u64,
+    pub source_hash: String,
+    pub destination_hash: String,
 }
 
 /// An error with its chain of causes.

@@ -158,6 +158,24 @@ pub struct ClusterSpec {
     /// Capacity kept free on this cluster when checking that a namespace fits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserve: Option<Reserve>,
+    /// How volume data reaches this cluster's mover pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover: Option<MoverSpec>,
+}
+
+/// The volume mover on a destination cluster.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MoverSpec {
+    /// Service type of the receiver: ClusterIP (flat network between clusters), NodePort or LoadBalancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_type: Option<crate::pipeline::volumes::ServiceType>,
+    /// Host the source dials instead of the address the Service reports (e.g. a DNS name in front of the nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Ferry's image for the mover pods (default: this Ferry's release image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// Exactly one way of reaching a cluster.

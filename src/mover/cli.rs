@@ -76,6 +76,9 @@ pub enum MoverCommand {
         server_name: String,
         #[command(flatten)]
         tuning: Tuning,
+        /// Also write the JSON report to this file (a pod's /dev/termination-log).
+        #[arg(long)]
+        report_file: Option<PathBuf>,
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
@@ -136,7 +139,7 @@ pub async fn run(cmd: MoverCommand) -> anyhow::Result<ExitCode> {
             print_receiver(&rep, output)?;
             Ok(ExitCode::SUCCESS)
         }
-        MoverCommand::Send { to, dir, certs: cdir, server_name, tuning, output } => {
+        MoverCommand::Send { to, dir, certs: cdir, server_name, tuning, report_file, output } => {
             let opts = send::SendOptions {
                 addr: to,
                 server_name: certs::server_name(&server_name)?,
@@ -149,6 +152,9 @@ pub async fn run(cmd: MoverCommand) -> anyhow::Result<ExitCode> {
                 progress: output == OutputFormat::Table && std::io::stderr().is_terminal(),
             };
             let rep = send::send(opts).await?;
+            if let Some(f) = &report_file {
+                std::fs::write(f, serde_json::to_vec(&rep)?).map_err(|e| anyhow::anyhow!("writing the report to {}: {e}", f.display()))?;
+            }
             finish(&rep, output)
         }
         MoverCommand::Copy { src, dst, state, tuning, output } => {

@@ -81,7 +81,19 @@ struct Totals {
 
 async fn connect(opts: &SendOptions, counters: &Counters) -> Result<Tls> {
     let ctx = || format!("connect to receiver at {}", opts.addr);
-    let tcp = TcpStream::connect(&opts.addr).await.map_err(|e| MoverError::net(ctx(), e))?;
+    // A receiver behind a fresh Service may take a moment to become reachable
+    // (NodePort rules, load balancers): retry refused and unreachable for up to 30 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let tcp = loop {
+        match TcpStream::connect(&opts.addr).await {
+            Ok(t) => break t,
+            Err(e) if std::time::Instant::now() < deadline
+                && matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::TimedOut) => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(MoverError::net(ctx(), e)),
+        }
+    };
     tcp.set_nodelay(true).map_err(|e| MoverError::net(ctx(), e))?;
     let connector = TlsConnector::from(opts.tls.clone());
     connector
@@ -335,6 +347,7 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
     }
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "verdict sent, cache saved");
     let files_total = entries.iter().filter(|e| e.kind == Kind::File).count() as u64;
+    let bytes_total = entries.iter().filter(|e| e.kind == Kind::File).map(|e| e.size).sum::<u64>();
     let files_sent = results.values().filter(|s| !s.gone).count() as u64;
     Ok(Report {
         source: opts.src.display().to_string(),
@@ -342,6 +355,7 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
         ok,
         entries: entries.len() as u64,
         files_total,
+        bytes_total,
         files_sent,
         files_delta: receiver.files_delta,
         files_skipped: receiver.files_skipped,

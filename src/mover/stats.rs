@@ -47,6 +47,9 @@ pub struct Report {
     pub entries: u64,
     /// Regular files (content-carrying) in the source.
     pub files_total: u64,
+    /// Their total size in bytes (apparent size; holes count).
+    #[serde(default)]
+    pub bytes_total: u64,
     /// Files whose content was sent (whole or block-wise).
     pub files_sent: u64,
     /// Of those, files sent block-wise.

@@ -57,8 +57,46 @@ pub struct MigrateArgs {
     /// Destination CPU to keep free, e.g. `500m`.
     #[arg(long, default_value = "0")]
     pub reserve_cpu: String,
+    /// How to move volume data: stop-copy-start, or pre-copy (passes while the
+    /// application runs, then a short final pass). With --repo: the placement's.
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyArg>,
+    /// Service type of the destination's mover receiver (with --repo: the cluster definition's).
+    #[arg(long, value_enum)]
+    pub mover_service_type: Option<crate::pipeline::volumes::ServiceType>,
+    /// Host the source's mover dials instead of the one the receiver's Service reports.
+    #[arg(long)]
+    pub mover_address: Option<String>,
+    /// Ferry's image for the mover pods.
+    #[arg(long)]
+    pub mover_image: Option<String>,
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+}
+
+/// `--strategy` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StrategyArg {
+    StopCopyStart,
+    PreCopy,
+}
+
+fn apply_mover_flags(args: &MigrateArgs, spec: &mut Spec) {
+    if let Some(s) = args.strategy {
+        spec.strategy = match s {
+            StrategyArg::StopCopyStart => crate::model::Strategy::StopCopyStart,
+            StrategyArg::PreCopy => crate::model::Strategy::PreCopy,
+        };
+    }
+    if let Some(t) = args.mover_service_type {
+        spec.mover.service_type = t;
+    }
+    if let Some(a) = &args.mover_address {
+        spec.mover.address = Some(a.clone());
+    }
+    if let Some(i) = &args.mover_image {
+        spec.mover.image = i.clone();
+    }
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -79,7 +117,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     }
     let source = Cluster::connect(&args.from, &kubeconfig, &args.from).await?;
     let dest = Cluster::connect(&to, &kubeconfig, &to).await?;
-    let spec = Spec {
+    let mut spec = Spec {
         storage_class_map: args.storage_class_map.iter().cloned().collect::<BTreeMap<_, _>>(),
         retention: args.retain,
         ready_timeout: args.ready_timeout,
@@ -90,6 +128,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         ),
         ..Spec::new(&args.namespace, &args.placement_commit)
     };
+    apply_mover_flags(&args, &mut spec);
     execute(spec, &source, &dest, args.output).await
 }
 
@@ -126,6 +165,7 @@ async fn run_with_repo(args: &MigrateArgs, repo: &str) -> anyhow::Result<ExitCod
     for (k, v) in &args.storage_class_map {
         spec.storage_class_map.insert(k.clone(), v.clone());
     }
+    apply_mover_flags(args, &mut spec);
     execute(spec, &source, &dest, args.output).await
 }
 

@@ -29,6 +29,7 @@ pub enum Stage {
     Export,
     Transform,
     Apply,
+    PreCopy,
     Quiesce,
     Volumes,
     Cutover,
@@ -38,8 +39,8 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 9] = [
-        Stage::Preflight, Stage::Export, Stage::Transform, Stage::Apply, Stage::Quiesce,
+    pub const ALL: [Stage; 10] = [
+        Stage::Preflight, Stage::Export, Stage::Transform, Stage::Apply, Stage::PreCopy, Stage::Quiesce,
         Stage::Volumes, Stage::Cutover, Stage::Verify, Stage::Retire,
     ];
     pub fn next(self) -> Stage {
@@ -52,6 +53,7 @@ impl Stage {
             Stage::Export => "export",
             Stage::Transform => "transform",
             Stage::Apply => "apply",
+            Stage::PreCopy => "pre-copy",
             Stage::Quiesce => "quiesce",
             Stage::Volumes => "volumes",
             Stage::Cutover => "cutover",
@@ -133,6 +135,15 @@ pub struct Journal {
     pub bare_pods: Vec<Value>,
     #[serde(default)]
     pub left_behind: Vec<String>,
+    /// Every pass of the volume mover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_passes: Vec<crate::model::status::VolumePass>,
+    /// Tree hashes of both sides after the final pass, per claim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verification: Vec<crate::model::status::VolumeVerification>,
+    /// The non-root uid/gid each claim's application runs as (recorded before quiesce).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volume_user: BTreeMap<String, (i64, i64)>,
 }
 
 impl Journal {
@@ -261,8 +272,9 @@ mod tests {
             s = s.next();
             seen.push(s);
         }
-        assert_eq!(seen.len(), 10);
-        assert_eq!(seen[4], Stage::Quiesce);
+        assert_eq!(seen.len(), 11);
+        assert_eq!(seen[4], Stage::PreCopy);
+        assert_eq!(seen[5], Stage::Quiesce);
         assert_eq!(Stage::parse("cutover"), Some(Stage::Cutover));
         assert_eq!(Stage::parse("nope"), None);
     }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod journal;
 pub mod preflight;
 pub mod progress;
+pub mod volumes;
 mod workloads;
 
 use std::collections::BTreeMap;
@@ -64,6 +65,12 @@ pub struct Spec {
     pub before_quiesce: Vec<HookSpec>,
     /// Commands run in the destination's pods once they are Ready.
     pub after_start: Vec<HookSpec>,
+    /// stop-copy-start, or pre-copy (volume passes while the application runs).
+    pub strategy: crate::model::Strategy,
+    /// For pre-copy: keep making passes while one takes longer than this.
+    pub max_final_sync: Option<Duration>,
+    /// Mover pods and how the destination's receiver is reached.
+    pub mover: volumes::MoverSettings,
 }
 
 /// A command run in the pods a label selector picks.
@@ -94,6 +101,9 @@ impl Spec {
             overlay: None,
             before_quiesce: Vec::new(),
             after_start: Vec::new(),
+            strategy: crate::model::Strategy::StopCopyStart,
+            max_final_sync: None,
+            mover: volumes::MoverSettings::default(),
         }
     }
 
@@ -123,7 +133,24 @@ impl Spec {
             (Some(o), Some(ctx)) => Some((o.clone(), ctx)),
             _ => None,
         };
+        let max_final_sync = match &placement.spec.max_final_sync {
+            Some(s) => Some(humantime::parse_duration(&s.value).map_err(|e| anyhow::anyhow!("{}: spec.maxFinalSync {:?}: {e}", placement.file, s.value))?),
+            None => None,
+        };
+        let mut mover = volumes::MoverSettings::default();
+        if let Some(ms) = &cluster.spec.mover {
+            if let Some(t) = ms.service_type {
+                mover.service_type = t;
+            }
+            mover.address = ms.address.clone();
+            if let Some(i) = &ms.image {
+                mover.image = i.clone();
+            }
+        }
         Ok(Spec {
+            strategy: placement.spec.strategy,
+            max_final_sync,
+            mover,
             storage_class_map: cluster.spec.storage_classes.clone(),
             volume_mode: match placement.spec.volumes {
                 crate::model::VolumeMode::Copy => VolumeMode::Copy,
@@ -233,6 +260,9 @@ impl Migration<'_> {
                     expected: BTreeMap::new(),
                     bare_pods: Vec::new(),
                     left_behind: Vec::new(),
+                    volume_passes: Vec::new(),
+                    verification: Vec::new(),
+                    volume_user: BTreeMap::new(),
                 };
                 // A finished journal of an earlier migration is replaced (it keeps its resourceVersion for the CAS).
                 match other {
@@ -401,22 +431,22 @@ impl Migration<'_> {
                 let n = workloads::quiesce(self, stored).await?;
                 counts.insert("workloads stopped".into(), n as u64);
             }
-            Stage::Volumes => {
-                let p = prepared.as_ref().expect("prepared");
-                let claims: Vec<String> = p.out.apply.iter().filter(|o| o["kind"] == "PersistentVolumeClaim")
-                    .filter_map(|o| o.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string)).collect();
-                let templates = p.out.apply.iter().filter(|o| o["kind"] == "StatefulSet")
-                    .filter(|o| o.pointer("/spec/volumeClaimTemplates").and_then(Value::as_array).is_some_and(|a| !a.is_empty()))
-                    .count();
-                if !claims.is_empty() || templates > 0 {
-                    anyhow::bail!(
-                        "moving volume data is not supported yet: namespace {ns} has {} PersistentVolumeClaim(s) [{}]{}; Ferry never moves a namespace without its data",
-                        claims.len(),
-                        claims.join(", "),
-                        if templates > 0 { format!(" and {templates} StatefulSet(s) with volumeClaimTemplates") } else { String::new() }
-                    );
+            Stage::PreCopy => {
+                self.reattach_unsupported(prepared.as_ref().expect("prepared"))?;
+                volumes::record_users(self, stored).await?;
+                if self.spec.strategy == crate::model::Strategy::PreCopy {
+                    counts = volumes::precopy(self, stored).await?;
+                } else {
+                    message = Some(format!("skipped: strategy {:?}", self.spec.strategy));
                 }
-                counts.insert("claims".into(), 0);
+            }
+            Stage::Volumes => {
+                self.reattach_unsupported(prepared.as_ref().expect("prepared"))?;
+                counts = volumes::final_sync(self, stored).await?;
+                let j = &stored.journal;
+                if !j.verification.is_empty() {
+                    message = Some(format!("{} volume(s) verified: tree hashes equal on both sides", j.verification.len()));
+                }
             }
             Stage::Cutover => {
                 let n = workloads::cutover(self, stored).await?;
@@ -485,6 +515,14 @@ impl Migration<'_> {
             applied += 1;
         }
         Ok(applied)
+    }
+
+    fn reattach_unsupported(&self, p: &Prepared) -> anyhow::Result<()> {
+        let claims = p.out.apply.iter().filter(|o| o["kind"] == "PersistentVolumeClaim").count();
+        if self.spec.volume_mode == VolumeMode::Reattach && claims > 0 {
+            anyhow::bail!("volumes: reattach is not supported yet ({claims} claim(s) in {}); use `volumes: copy`", self.spec.namespace);
+        }
+        Ok(())
     }
 
     async fn verify(&self, stored: &Stored) -> anyhow::Result<BTreeMap<String, u64>> {
@@ -558,6 +596,7 @@ impl Migration<'_> {
         }
         self.progress.started(Stage::Done);
         let result: anyhow::Result<()> = async {
+            volumes::cleanup(self, &stored.journal.migration_id).await?;
             if stored.journal.source_quiesced {
                 workloads::restore_source(self, stored).await?;
             }

@@ -1,0 +1,731 @@
+//! Moving persistent-volume data: mover pods on both clusters, passes, proof.
+//!
+//! Per migration Ferry mints a CA with a receiver and a sender certificate
+//! ([`crate::mover::certs`]) and hands them to the mover pods in two Secrets
+//! (`ferry-mover-receiver` on the destination, `ferry-mover-sender` on the
+//! source), deleted with the pods when the data is in place. For every bound
+//! claim of the namespace:
+//! - the destination runs a receiver pod that mounts the new claim (created by
+//!   the apply stage) and serves passes (`ferry mover receive --serve`), reached
+//!   through a Service of the type the destination's cluster definition chooses
+//!   (`spec.mover.serviceType`: ClusterIP across a flat network, NodePort or
+//!   LoadBalancer; `spec.mover.address` overrides the host);
+//! - each pass is a sender pod on the source that mounts the source claim
+//!   **read-only** and runs `ferry mover send`; its JSON report comes back as
+//!   the pod's termination message.
+//!
+//! Strategies: `stop-copy-start` does one pass after quiesce. `pre-copy` does
+//! passes while the application runs (stage `pre-copy`) until the delta is
+//! small, then quiesce and one final pass. Every pass is journaled (bytes,
+//! files, duration); the final pass must end with equal tree hashes on both
+//! sides, or the stage fails and the migration rolls back — before cutover.
+//!
+//! Where the mover pods run is decided by [`placement`] (pure): the PV's node
+//! affinity is honoured, an attachable ReadWriteOnce volume in use is read on
+//! the node that has it attached, and clusters with dedicated mover nodes
+//! (labelled `ferry.dev/mover=true`) get the pods there.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::Migration;
+use super::journal::Stored;
+use crate::cluster::{Cluster, ObjectRef, obj_ref};
+use crate::labels;
+use crate::mover::certs;
+use crate::mover::stats::Report;
+
+/// Label telling which side a mover pod serves.
+const ROLE: &str = "ferry.dev/mover-role";
+/// Label with a short hash of the claim a mover pod serves (claim names can exceed label limits).
+const VOLUME: &str = "ferry.dev/mover-volume";
+/// Annotation with the full claim name.
+const CLAIM: &str = "ferry.dev/claim";
+/// Port of the receiver.
+pub const PORT: u16 = 7443;
+const RECEIVER_SECRET: &str = "ferry-mover-receiver";
+const SENDER_SECRET: &str = "ferry-mover-sender";
+/// Pre-copy stops when a pass sent at most this much…
+pub const PRECOPY_SMALL_BYTES: u64 = 64 * 1024 * 1024;
+/// …or after this many passes.
+pub const PRECOPY_MAX_PASSES: usize = 5;
+
+/// How the destination's receiver is reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum ServiceType {
+    #[default]
+    #[value(name = "ClusterIP", alias = "cluster-ip")]
+    ClusterIP,
+    #[value(name = "NodePort", alias = "node-port")]
+    NodePort,
+    #[value(name = "LoadBalancer", alias = "load-balancer")]
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// Mover settings of a migration (from the destination's cluster definition or CLI flags).
+#[derive(Clone, Debug)]
+pub struct MoverSettings {
+    /// Ferry's image, run by the mover pods.
+    pub image: String,
+    /// Service type of the receiver on the destination.
+    pub service_type: ServiceType,
+    /// Host the source's sender dials instead of the one the Service reports.
+    pub address: Option<String>,
+    /// Longest a sender pod may run.
+    pub pass_timeout: Duration,
+}
+
+impl Default for MoverSettings {
+    fn default() -> Self {
+        MoverSettings {
+            image: format!("{}:{}", crate::dev::node::FERRY_IMAGE_REPOSITORY, env!("CARGO_PKG_VERSION")),
+            service_type: ServiceType::ClusterIP,
+            address: None,
+            pass_timeout: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+pub use crate::model::status::VolumePass as PassRecord;
+
+impl PassRecord {
+    fn from_report(pvc: &str, pass: u32, phase: &str, r: &Report) -> PassRecord {
+        PassRecord {
+            pvc: pvc.to_string(),
+            pass,
+            phase: phase.to_string(),
+            files_total: r.files_total,
+            files_sent: r.files_sent,
+            files_deleted: r.entries_deleted,
+            bytes: r.file_bytes_sent,
+            wire_bytes: r.wire_bytes_sent,
+            duration_ms: r.duration_ms,
+            unstable_files: r.unstable_files,
+            source_hash: r.sender_tree_hash.clone(),
+            destination_hash: r.receiver_tree_hash.clone(),
+        }
+    }
+}
+
+/// Whether another pre-copy pass is worth it after `done` passes, the last being `last`.
+pub fn precopy_again(last: &PassRecord, done: usize, budget: Option<Duration>) -> bool {
+    if done >= PRECOPY_MAX_PASSES {
+        return false;
+    }
+    let big = last.bytes > PRECOPY_SMALL_BYTES;
+    let slow = budget.is_some_and(|b| Duration::from_millis(last.duration_ms) > b);
+    big || slow || last.pass == 1 && last.files_sent > 0 && last.unstable_files > 0
+}
+
+/// Where a mover pod runs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Placement {
+    pub node_name: Option<String>,
+    pub node_selector: BTreeMap<String, String>,
+    pub node_affinity: Option<Value>,
+}
+
+/// Why a volume cannot be read now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Busy(pub String);
+
+/// Volume plugins whose volumes are attached to one node at a time.
+const ATTACHABLE: &[&str] = &["csi", "awsElasticBlockStore", "gcePersistentDisk", "azureDisk", "cinder", "rbd", "iscsi", "fc", "vsphereVolume", "portworxVolume"];
+
+fn access_modes(o: &Value, at: &str) -> Vec<String> {
+    o.pointer(at).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default()
+}
+
+/// Where to mount a claim (pure). `users` are the running pods that mount it;
+/// `mover_nodes` says the cluster has nodes labelled `ferry.dev/mover=true`.
+pub fn placement(pv: Option<&Value>, pvc: &Value, users: &[Value], mover_nodes: bool) -> Result<Placement, Busy> {
+    let claim = pvc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let mut modes = access_modes(pvc, "/spec/accessModes");
+    if let Some(pv) = pv {
+        modes.extend(access_modes(pv, "/spec/accessModes"));
+    }
+    let in_use: Vec<&str> = users.iter().filter_map(|p| p.pointer("/spec/nodeName").and_then(Value::as_str)).collect();
+    if modes.iter().any(|m| m == "ReadWriteOncePod") && !users.is_empty() {
+        return Err(Busy(format!("claim {claim} is ReadWriteOncePod and mounted by a running pod; it is copied after quiesce")));
+    }
+    if let Some(required) = pv.and_then(|pv| pv.pointer("/spec/nodeAffinity/required")) {
+        return Ok(Placement { node_affinity: Some(json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}})), ..Default::default() });
+    }
+    let attachable = pv.and_then(|pv| pv.get("spec")).and_then(Value::as_object).is_some_and(|s| ATTACHABLE.iter().any(|k| s.contains_key(*k)));
+    let shared = modes.iter().any(|m| m == "ReadWriteMany" || m == "ReadOnlyMany");
+    if attachable && !shared {
+        if let Some(node) = in_use.first() {
+            return Ok(Placement { node_name: Some(node.to_string()), ..Default::default() });
+        }
+    }
+    let mut p = Placement::default();
+    if mover_nodes {
+        p.node_selector.insert(crate::dev::node::MOVER_NODE_LABEL.into(), "true".into());
+    }
+    Ok(p)
+}
+
+/// The uid/gid the mover runs as (pure): the one non-root user every container
+/// mounting the claim runs as, or `None` (root, to keep mixed owners intact).
+pub fn mover_user(users: &[Value]) -> Option<(i64, i64)> {
+    let mut found: Option<(i64, i64)> = None;
+    for p in users {
+        let psc = p.pointer("/spec/securityContext");
+        for c in p.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
+            let csc = c.get("securityContext");
+            let pick = |k: &str| csc.and_then(|s| s.get(k)).and_then(Value::as_i64).or_else(|| psc.and_then(|s| s.get(k)).and_then(Value::as_i64));
+            let uid = pick("runAsUser")?;
+            let gid = pick("runAsGroup").or_else(|| psc.and_then(|s| s.get("fsGroup")).and_then(Value::as_i64)).unwrap_or(uid);
+            if uid == 0 || csc.and_then(|s| s.get("privileged")) == Some(&Value::Bool(true)) {
+                return None;
+            }
+            match found {
+                None => found = Some((uid, gid)),
+                Some(f) if f == (uid, gid) => {}
+                Some(_) => return None,
+            }
+        }
+    }
+    found
+}
+
+fn volume_key(claim: &str) -> String {
+    blake3::hash(claim.as_bytes()).to_hex()[..10].to_string()
+}
+
+/// Labels every mover object of a migration carries.
+fn mover_labels(id: &str, role: &str, claim: &str) -> Value {
+    json!({labels::COMPONENT: "mover", labels::MIGRATION: id, ROLE: role, VOLUME: volume_key(claim)})
+}
+
+fn security(user: Option<(i64, i64)>) -> (Value, Value) {
+    match user {
+        Some((uid, gid)) => (
+            json!({"runAsNonRoot": true, "runAsUser": uid, "runAsGroup": gid}),
+            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}}),
+        ),
+        None => (
+            json!({"runAsUser": 0, "runAsGroup": 0}),
+            // Root only to keep owners, modes and other users' files: no other capability.
+            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                   "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID"]}}),
+        ),
+    }
+}
+
+fn place(pod: &mut Value, p: &Placement) {
+    let spec = &mut pod["spec"];
+    if let Some(n) = &p.node_name {
+        spec["nodeName"] = json!(n);
+    }
+    if !p.node_selector.is_empty() {
+        spec["nodeSelector"] = json!(p.node_selector);
+    }
+    if let Some(a) = &p.node_affinity {
+        spec["affinity"] = a.clone();
+    }
+}
+
+/// The receiver pod for `claim` (pure).
+pub fn receiver_pod(ns: &str, id: &str, claim: &str, image: &str, p: &Placement, user: Option<(i64, i64)>) -> Value {
+    let (psc, csc) = security(user);
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("ferry-recv-{}", volume_key(claim)), "namespace": ns, "labels": mover_labels(id, "receiver", claim), "annotations": {CLAIM: claim}},
+        "spec": {
+            "restartPolicy": "Always",
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "securityContext": psc,
+            "tolerations": [{"key": crate::dev::node::MOVER_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{
+                "name": "receiver",
+                "image": image,
+                "command": ["ferry", "mover", "receive", "--listen", format!("$(POD_IP):{PORT}"), "--dir", "/data", "--certs", "/tls", "--state", "/state", "--serve", "-o", "json"],
+                "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                "ports": [{"name": "mover", "containerPort": PORT, "protocol": "TCP"}],
+                "readinessProbe": {"tcpSocket": {"port": PORT}, "periodSeconds": 1},
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+                "securityContext": csc,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "volumeMounts": [
+                    {"name": "data", "mountPath": "/data"},
+                    {"name": "tls", "mountPath": "/tls", "readOnly": true},
+                    {"name": "state", "mountPath": "/state"},
+                ],
+            }],
+            "volumes": [
+                {"name": "data", "persistentVolumeClaim": {"claimName": claim}},
+                {"name": "tls", "secret": {"secretName": RECEIVER_SECRET, "defaultMode": 0o400}},
+                {"name": "state", "emptyDir": {}},
+            ],
+        },
+    });
+    place(&mut pod, p);
+    pod
+}
+
+/// The sender pod of pass `pass` for `claim` (pure): mounts the claim read-only.
+pub fn sender_pod(ns: &str, id: &str, claim: &str, pass: u32, to: &str, image: &str, p: &Placement, user: Option<(i64, i64)>) -> Value {
+    let (psc, csc) = security(user);
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("ferry-send-{}-{pass}", volume_key(claim)), "namespace": ns, "labels": mover_labels(id, "sender", claim), "annotations": {CLAIM: claim}},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "securityContext": psc,
+            "tolerations": [{"key": crate::dev::node::MOVER_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{
+                "name": "sender",
+                "image": image,
+                "command": ["ferry", "mover", "send", "--to", to, "--dir", "/data", "--certs", "/tls", "-o", "json", "--report-file", "/dev/termination-log"],
+                "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+                "securityContext": csc,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "volumeMounts": [
+                    {"name": "data", "mountPath": "/data", "readOnly": true},
+                    {"name": "tls", "mountPath": "/tls", "readOnly": true},
+                ],
+            }],
+            "volumes": [
+                {"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": true}},
+                {"name": "tls", "secret": {"secretName": SENDER_SECRET, "defaultMode": 0o400}},
+            ],
+        },
+    });
+    place(&mut pod, p);
+    pod
+}
+
+/// The Service in front of a receiver (pure).
+pub fn receiver_service(ns: &str, id: &str, claim: &str, t: ServiceType) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("ferry-recv-{}", volume_key(claim)), "namespace": ns, "labels": mover_labels(id, "receiver", claim), "annotations": {CLAIM: claim}},
+        "spec": {
+            "type": t.as_str(),
+            "selector": {labels::MIGRATION: id, ROLE: "receiver", VOLUME: volume_key(claim)},
+            "ports": [{"name": "mover", "port": PORT, "targetPort": PORT, "protocol": "TCP"}],
+        },
+    })
+}
+
+fn secret(ns: &str, id: &str, name: &str, files: &[(&str, &str)]) -> Value {
+    let data: serde_json::Map<String, Value> = files.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": name, "namespace": ns, "labels": {labels::COMPONENT: "mover", labels::MIGRATION: id}},
+        "stringData": data,
+    })
+}
+
+/// Bound claims of the namespace on the source, by name.
+async fn source_claims(m: &Migration<'_>) -> anyhow::Result<Vec<Value>> {
+    let ns = &m.spec.namespace;
+    Ok(m.source.list("v1", "PersistentVolumeClaim", Some(ns), None).await?.into_iter()
+        .filter(|c| c.pointer("/status/phase").and_then(Value::as_str) == Some("Bound"))
+        .filter(|c| c.pointer("/metadata/deletionTimestamp").is_none())
+        .collect())
+}
+
+fn name_of(o: &Value) -> String {
+    o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// Running pods of the application (not Ferry's) that mount `claim`.
+fn users_of(pods: &[Value], claim: &str) -> Vec<Value> {
+    pods.iter()
+        .filter(|p| p.pointer("/metadata/labels").and_then(|l| l.get(labels::COMPONENT)).is_none())
+        .filter(|p| !matches!(p.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")))
+        .filter(|p| p.pointer("/spec/volumes").and_then(Value::as_array).into_iter().flatten()
+            .any(|v| v.pointer("/persistentVolumeClaim/claimName").and_then(Value::as_str) == Some(claim)))
+        .cloned()
+        .collect()
+}
+
+async fn has_mover_nodes(c: &Cluster) -> anyhow::Result<bool> {
+    Ok(!c.list("v1", "Node", None, Some(&format!("{}=true", crate::dev::node::MOVER_NODE_LABEL))).await?.is_empty())
+}
+
+async fn pv_of(c: &Cluster, claim: &Value) -> anyhow::Result<Option<Value>> {
+    match claim.pointer("/spec/volumeName").and_then(Value::as_str).filter(|v| !v.is_empty()) {
+        Some(pv) => Ok(c.get(&ObjectRef { api_version: "v1".into(), kind: "PersistentVolume".into(), namespace: None, name: pv.into() }).await?),
+        None => Ok(None),
+    }
+}
+
+/// Certificates in the two Secrets (minted once per migration; reused on resume).
+async fn ensure_certs(m: &Migration<'_>, id: &str) -> anyhow::Result<()> {
+    let ns = &m.spec.namespace;
+    let r = |name: &str| ObjectRef { api_version: "v1".into(), kind: "Secret".into(), namespace: Some(ns.clone()), name: name.into() };
+    let ours = |s: &Option<Value>| s.as_ref().and_then(|s| s.pointer("/metadata/labels").and_then(|l| l.get(labels::MIGRATION))).and_then(Value::as_str) == Some(id);
+    if ours(&m.dest.get(&r(RECEIVER_SECRET)).await?) && ours(&m.source.get(&r(SENDER_SECRET)).await?) {
+        return Ok(());
+    }
+    let minted = certs::mint(&[], 7)?;
+    m.dest.apply(&secret(ns, id, RECEIVER_SECRET, &[(certs::CA_FILE, &minted.ca), (certs::SERVER_CERT, &minted.server_cert), (certs::SERVER_KEY, &minted.server_key)])).await?;
+    m.source.apply(&secret(ns, id, SENDER_SECRET, &[(certs::CA_FILE, &minted.ca), (certs::CLIENT_CERT, &minted.client_cert), (certs::CLIENT_KEY, &minted.client_key)])).await?;
+    Ok(())
+}
+
+fn pod_ready(p: &Value) -> bool {
+    p.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn waiting_reason(p: &Value) -> Option<String> {
+    let cs = p.pointer("/status/containerStatuses/0/state/waiting")?;
+    Some(format!("{}: {}", cs["reason"].as_str().unwrap_or(""), cs["message"].as_str().unwrap_or("")))
+}
+
+/// Receiver pod + Service for `claim` on the destination; returns the address the sender dials.
+async fn ensure_receiver(m: &Migration<'_>, id: &str, claim: &str, user: Option<(i64, i64)>) -> anyhow::Result<String> {
+    let ns = &m.spec.namespace;
+    let dest_claim = m.dest.get(&ObjectRef { api_version: "v1".into(), kind: "PersistentVolumeClaim".into(), namespace: Some(ns.clone()), name: claim.into() }).await?
+        .with_context(|| format!("claim {claim} is missing on {} (the apply stage creates it)", m.dest.name))?;
+    let pv = pv_of(m.dest, &dest_claim).await?;
+    let p = placement(pv.as_ref(), &dest_claim, &[], has_mover_nodes(m.dest).await?).map_err(|b| anyhow::anyhow!(b.0))?;
+    let pod = receiver_pod(ns, id, claim, &m.spec.mover.image, &p, user);
+    let svc = receiver_service(ns, id, claim, m.spec.mover.service_type);
+    match m.dest.get(&obj_ref(&pod)).await? {
+        Some(old) if old.pointer("/status/phase").and_then(Value::as_str).is_some_and(|p| p == "Failed" || p == "Succeeded")
+            || old.pointer("/metadata/labels").and_then(|l| l.get(labels::MIGRATION)) != pod.pointer("/metadata/labels").and_then(|l| l.get(labels::MIGRATION)) => {
+            // Ended (e.g. its node restarted while Ferry was down) or left by another run: replace it.
+            delete_and_wait(m.dest, &obj_ref(&old)).await?;
+            m.dest.create(&pod).await?;
+        }
+        Some(_) => {}
+        None => {
+            m.dest.create(&pod).await?;
+        }
+    }
+    m.dest.apply(&svc).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let live = m.dest.get(&obj_ref(&pod)).await?.context("receiver pod vanished")?;
+        let svc_live = m.dest.get(&obj_ref(&svc)).await?.context("receiver service vanished")?;
+        let svc_name = name_of(&svc);
+        let endpoints_ready = m.dest.list("discovery.k8s.io/v1", "EndpointSlice", Some(ns), Some(&format!("kubernetes.io/service-name={svc_name}"))).await?.iter()
+            .flat_map(|s| s.get("endpoints").and_then(Value::as_array).cloned().unwrap_or_default())
+            .any(|e| e.pointer("/conditions/ready") == Some(&Value::Bool(true)));
+        if pod_ready(&live) && endpoints_ready {
+            if let Some(addr) = receiver_address(&svc_live, &live, m.spec.mover.service_type, m.spec.mover.address.as_deref()) {
+                return Ok(addr);
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the mover receiver for claim {claim} on {} is not reachable after 180s (pod {}: {}); check `kubectl --context {} -n {ns} describe pod {}`",
+                m.dest.name, name_of(&live), waiting_reason(&live).unwrap_or_else(|| live.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending").to_string()),
+                m.dest.name, name_of(&live)
+            );
+        }
+        m.progress.detail(&format!("waiting for the receiver of {claim} on {}", m.dest.name));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The address a sender on another cluster dials (pure).
+pub fn receiver_address(svc: &Value, pod: &Value, t: ServiceType, override_host: Option<&str>) -> Option<String> {
+    let port0 = svc.pointer("/spec/ports/0")?;
+    let (host, port) = match t {
+        ServiceType::ClusterIP => (svc.pointer("/spec/clusterIP")?.as_str()?.to_string(), port0["port"].as_u64()?),
+        ServiceType::NodePort => (pod.pointer("/status/hostIP")?.as_str()?.to_string(), port0["nodePort"].as_u64()?),
+        ServiceType::LoadBalancer => {
+            let ing = svc.pointer("/status/loadBalancer/ingress/0")?;
+            let h = ing.get("ip").or_else(|| ing.get("hostname"))?.as_str()?.to_string();
+            (h, port0["port"].as_u64()?)
+        }
+    };
+    let host = override_host.map(str::to_string).unwrap_or(host);
+    Some(if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") })
+}
+
+/// Run one pass for `claim`: a sender pod on the source, its report back.
+async fn pass(m: &Migration<'_>, id: &str, claim: &Value, n: u32, to: &str, user: Option<(i64, i64)>, running: bool) -> anyhow::Result<Report> {
+    let ns = &m.spec.namespace;
+    let cname = name_of(claim);
+    let users = if running { users_of(&m.source.list("v1", "Pod", Some(ns), None).await?, &cname) } else { Vec::new() };
+    let pv = pv_of(m.source, claim).await?;
+    let p = placement(pv.as_ref(), claim, &users, has_mover_nodes(m.source).await?).map_err(|b| anyhow::anyhow!(b.0))?;
+    let pod = sender_pod(ns, id, &cname, n, to, &m.spec.mover.image, &p, user);
+    let r = obj_ref(&pod);
+    if m.source.get(&r).await?.is_some() {
+        // Left over from a run that was interrupted: start the pass afresh.
+        delete_and_wait(m.source, &r).await?;
+    }
+    m.source.create(&pod).await?;
+    let deadline = tokio::time::Instant::now() + m.spec.mover.pass_timeout;
+    let live = loop {
+        let live = m.source.get(&r).await?.context("sender pod vanished")?;
+        match live.pointer("/status/phase").and_then(Value::as_str) {
+            Some("Succeeded" | "Failed") => break live,
+            _ => {}
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("pass {n} of claim {cname} did not finish within {}s", m.spec.mover.pass_timeout.as_secs());
+        }
+        m.progress.detail(&format!("{cname}: pass {n} {}", if running { "(application running)" } else { "(final)" }));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    m.source.delete(&r).await?;
+    let term = live.pointer("/status/containerStatuses/0/state/terminated").cloned().unwrap_or(Value::Null);
+    let code = term["exitCode"].as_i64().unwrap_or(-1);
+    let message = term["message"].as_str().unwrap_or("").trim().to_string();
+    match serde_json::from_str::<Report>(&message) {
+        Ok(rep) if code == 0 || code == 3 => Ok(rep),
+        _ => bail!("pass {n} of claim {cname} failed (sender exit code {code}): {}", if message.is_empty() { "no message".into() } else { message }),
+    }
+}
+
+async fn delete_and_wait(c: &Cluster, r: &ObjectRef) -> anyhow::Result<()> {
+    c.delete(r).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while c.get(r).await?.is_some() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("{} {} on {} is still there 120s after deletion", r.kind, r.name, c.name);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Stage `pre-copy`: passes while the application runs, until the delta is small.
+pub(super) async fn precopy(m: &Migration<'_>, stored: &mut Stored) -> anyhow::Result<BTreeMap<String, u64>> {
+    let id = stored.journal.migration_id.clone();
+    let claims = source_claims(m).await?;
+    let mut counts = BTreeMap::from([("claims".to_string(), claims.len() as u64)]);
+    if claims.is_empty() {
+        return Ok(counts);
+    }
+    ensure_certs(m, &id).await?;
+    let pods = m.source.list("v1", "Pod", Some(&m.spec.namespace), None).await?;
+    let mut bytes = 0;
+    for claim in &claims {
+        let cname = name_of(claim);
+        let users = users_of(&pods, &cname);
+        if let Err(Busy(why)) = placement(None, claim, &users, false) {
+            tracing::info!(claim = %cname, "{why}");
+            continue;
+        }
+        let user = mover_user(&users);
+        let to = ensure_receiver(m, &id, &cname, user).await?;
+        loop {
+            let done: Vec<&PassRecord> = stored.journal.volume_passes.iter().filter(|p| p.pvc == cname).collect();
+            let n = done.len();
+            if let Some(last) = done.last() {
+                if !precopy_again(last, n, m.spec.max_final_sync) {
+                    break;
+                }
+            }
+            let rep = pass(m, &id, claim, n as u32 + 1, &to, user, true).await?;
+            bytes += rep.file_bytes_sent;
+            stored.journal.volume_passes.push(PassRecord::from_report(&cname, n as u32 + 1, "pre-copy", &rep));
+            m.save(stored).await?;
+        }
+    }
+    counts.insert("bytes".into(), bytes);
+    counts.insert("passes".into(), stored.journal.volume_passes.len() as u64);
+    Ok(counts)
+}
+
+/// Stage `volumes`: the final pass of every claim with the application stopped; hashes must match.
+pub(super) async fn final_sync(m: &Migration<'_>, stored: &mut Stored) -> anyhow::Result<BTreeMap<String, u64>> {
+    let id = stored.journal.migration_id.clone();
+    let claims = source_claims(m).await?;
+    let mut counts = BTreeMap::from([("claims".to_string(), claims.len() as u64)]);
+    if claims.is_empty() {
+        return Ok(counts);
+    }
+    ensure_certs(m, &id).await?;
+    let pods = m.source.list("v1", "Pod", Some(&m.spec.namespace), None).await?;
+    let (mut bytes, mut files) = (0, 0);
+    for claim in &claims {
+        let cname = name_of(claim);
+        // Quiesce stopped the application; its pod specs (from the workload templates) still tell whose data it is.
+        let user = mover_user(&users_of(&pods, &cname)).or_else(|| {
+            stored.journal.volume_user.get(&cname).copied()
+        });
+        let to = ensure_receiver(m, &id, &cname, user).await?;
+        let mut attempt = 0;
+        let rep = loop {
+            let n = stored.journal.volume_passes.iter().filter(|p| p.pvc == cname).count() as u32 + 1;
+            let rep = pass(m, &id, claim, n, &to, user, false).await?;
+            stored.journal.volume_passes.push(PassRecord::from_report(&cname, n, "final", &rep));
+            m.save(stored).await?;
+            if rep.ok {
+                break rep;
+            }
+            attempt += 1;
+            if rep.unstable_files == 0 || attempt >= 3 {
+                bail!(
+                    "data of claim {cname} differs after the final pass: source tree hash {} ≠ destination {}{}; nothing was cut over",
+                    rep.sender_tree_hash, rep.receiver_tree_hash,
+                    if rep.unstable_files > 0 { format!(" ({} files kept changing although the application is stopped — is something else writing to the volume?)", rep.unstable_files) } else { String::new() }
+                );
+            }
+        };
+        bytes += rep.file_bytes_sent;
+        files += rep.files_total;
+        stored.journal.verification.retain(|v| v.pvc != cname);
+        stored.journal.verification.push(crate::model::status::VolumeVerification {
+            pvc: cname.clone(),
+            algorithm: "blake3-tree".into(),
+            source_hash: rep.sender_tree_hash.clone(),
+            destination_hash: rep.receiver_tree_hash.clone(),
+            bytes: rep.bytes_total,
+            files: rep.files_total,
+        });
+        m.save(stored).await?;
+    }
+    cleanup(m, &id).await?;
+    counts.insert("bytes".into(), bytes);
+    counts.insert("files".into(), files);
+    counts.insert("verified".into(), stored.journal.verification.len() as u64);
+    Ok(counts)
+}
+
+/// Delete every mover object of migration `id` on both clusters (pods, Services, Secrets).
+pub(super) async fn cleanup(m: &Migration<'_>, id: &str) -> anyhow::Result<()> {
+    let ns = &m.spec.namespace;
+    let selector = format!("{}=mover,{}={id}", labels::COMPONENT, labels::MIGRATION);
+    for c in [m.source, m.dest] {
+        if c.namespace(ns).await?.is_none() {
+            continue;
+        }
+        for (av, kind) in [("v1", "Pod"), ("v1", "Service"), ("v1", "Secret")] {
+            for o in c.list(av, kind, Some(ns), Some(&selector)).await? {
+                c.delete(&obj_ref(&o)).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Remember, before quiesce, which user each claim's application runs as.
+pub(super) async fn record_users(m: &Migration<'_>, stored: &mut Stored) -> anyhow::Result<()> {
+    let pods = m.source.list("v1", "Pod", Some(&m.spec.namespace), None).await?;
+    for claim in source_claims(m).await? {
+        let cname = name_of(&claim);
+        if let Some(u) = mover_user(&users_of(&pods, &cname)) {
+            stored.journal.volume_user.insert(cname, u);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pvc(modes: &[&str]) -> Value {
+        json!({"metadata": {"name": "data"}, "spec": {"accessModes": modes}})
+    }
+    fn user_pod(node: &str, uid: Option<i64>) -> Value {
+        let mut p = json!({"metadata": {"name": "app"}, "spec": {"nodeName": node, "containers": [{"name": "c"}],
+            "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}}]}, "status": {"phase": "Running"}});
+        if let Some(u) = uid {
+            p["spec"]["securityContext"] = json!({"runAsUser": u, "fsGroup": 2000});
+        }
+        p
+    }
+
+    #[test]
+    fn pv_node_affinity_is_required_for_the_mover() {
+        let req = json!({"nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]});
+        let pv = json!({"spec": {"local": {"path": "/mnt/x"}, "accessModes": ["ReadWriteOnce"], "nodeAffinity": {"required": req}}});
+        let p = placement(Some(&pv), &pvc(&["ReadWriteOnce"]), &[], true).unwrap();
+        assert_eq!(p.node_affinity.unwrap()["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"], req);
+        // The PV's node wins over dedicated mover nodes.
+        assert!(p.node_selector.is_empty());
+    }
+
+    #[test]
+    fn attached_rwo_volume_in_use_is_read_on_its_node() {
+        let pv = json!({"spec": {"csi": {"driver": "ebs.csi.aws.com"}, "accessModes": ["ReadWriteOnce"]}});
+        let p = placement(Some(&pv), &pvc(&["ReadWriteOnce"]), &[user_pod("node-7", None)], true).unwrap();
+        assert_eq!(p.node_name.as_deref(), Some("node-7"));
+        // Not in use: free to go to a mover node.
+        let p = placement(Some(&pv), &pvc(&["ReadWriteOnce"]), &[], true).unwrap();
+        assert_eq!(p.node_name, None);
+        assert_eq!(p.node_selector.get("ferry.dev/mover").map(String::as_str), Some("true"));
+        // Shared volumes attach anywhere.
+        let p = placement(Some(&pv), &pvc(&["ReadWriteMany"]), &[user_pod("node-7", None)], false).unwrap();
+        assert_eq!(p, Placement::default());
+    }
+
+    #[test]
+    fn read_write_once_pod_in_use_waits_for_quiesce() {
+        let err = placement(None, &pvc(&["ReadWriteOncePod"]), &[user_pod("n", None)], false).unwrap_err();
+        assert!(err.0.contains("ReadWriteOncePod"), "{}", err.0);
+        assert!(placement(None, &pvc(&["ReadWriteOncePod"]), &[], false).is_ok());
+    }
+
+    #[test]
+    fn mover_runs_as_the_applications_single_non_root_user() {
+        assert_eq!(mover_user(&[user_pod("n", Some(1001)), user_pod("m", Some(1001))]), Some((1001, 2000)));
+        assert_eq!(mover_user(&[user_pod("n", Some(1001)), user_pod("m", Some(1002))]), None, "mixed owners need root");
+        assert_eq!(mover_user(&[user_pod("n", None)]), None, "unknown user: root keeps owners");
+        assert_eq!(mover_user(&[user_pod("n", Some(0))]), None);
+        assert_eq!(mover_user(&[]), None);
+    }
+
+    #[test]
+    fn pods_are_least_privilege_and_the_sender_reads_only() {
+        let p = Placement::default();
+        let s = sender_pod("ns", "id1", "data", 2, "10.0.0.1:7443", "img:1", &p, Some((1001, 1001)));
+        assert_eq!(s["spec"]["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(s["spec"]["containers"][0]["securityContext"]["capabilities"]["drop"][0], "ALL");
+        assert_eq!(s["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"], true);
+        assert_eq!(s["spec"]["containers"][0]["volumeMounts"][0]["readOnly"], true);
+        assert!(s["spec"]["containers"][0]["resources"]["limits"]["memory"].is_string());
+        assert_eq!(s["metadata"]["labels"][labels::COMPONENT], "mover", "export must leave mover objects behind");
+        let r = receiver_pod("ns", "id1", "data", "img:1", &p, None);
+        assert_eq!(r["spec"]["securityContext"]["runAsUser"], 0);
+        let caps = r["spec"]["containers"][0]["securityContext"]["capabilities"]["add"].as_array().unwrap();
+        assert!(caps.iter().any(|c| c == "CHOWN") && !caps.iter().any(|c| c == "SYS_ADMIN"));
+        let svc = receiver_service("ns", "id1", "data", ServiceType::NodePort);
+        assert_eq!(svc["spec"]["type"], "NodePort");
+        for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
+            assert_eq!(&r["metadata"]["labels"][k], v, "service selects the receiver");
+        }
+    }
+
+    #[test]
+    fn receiver_address_by_service_type() {
+        let svc = json!({"spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 7443, "nodePort": 31234}]},
+            "status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}}});
+        let pod = json!({"status": {"hostIP": "192.168.1.5"}});
+        assert_eq!(receiver_address(&svc, &pod, ServiceType::ClusterIP, None).unwrap(), "10.96.0.9:7443");
+        assert_eq!(receiver_address(&svc, &pod, ServiceType::NodePort, None).unwrap(), "192.168.1.5:31234");
+        assert_eq!(receiver_address(&svc, &pod, ServiceType::NodePort, Some("edge.example.com")).unwrap(), "edge.example.com:31234");
+        assert_eq!(receiver_address(&svc, &pod, ServiceType::LoadBalancer, None).unwrap(), "lb.example.com:7443");
+        let pending = json!({"spec": {"ports": [{"port": 7443}]}});
+        assert_eq!(receiver_address(&pending, &pod, ServiceType::LoadBalancer, None), None);
+    }
+
+    #[test]
+    fn precopy_stops_when_the_delta_is_small_or_after_max_passes() {
+        let big = PassRecord { pass: 1, bytes: 2 << 30, files_sent: 10, ..Default::default() };
+        let small = PassRecord { pass: 2, bytes: 1 << 20, files_sent: 3, ..Default::default() };
+        assert!(precopy_again(&big, 1, None));
+        assert!(!precopy_again(&small, 2, None));
+        assert!(!precopy_again(&big, PRECOPY_MAX_PASSES, None));
+        let slow = PassRecord { duration_ms: 90_000, ..small.clone() };
+        assert!(precopy_again(&slow, 2, Some(Duration::from_secs(30))), "over the downtime budget: another pass");
+    }
+}
