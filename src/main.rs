@@ -97,6 +97,8 @@ enum DevCommand {
         node_ip: String,
         #[arg(long)]
         pod_ip_prefix: String,
+        #[arg(long)]
+        service_cidr: String,
     },
 }
 
@@ -148,8 +150,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Dev(DevCommand::Binaries) => println!("{}", dev::binaries::ensure()?.display()),
         Command::Dev(DevCommand::Provisioner { state, cluster }) => dev::provisioner::run(&state.resolve(), &cluster).await?,
-        Command::Dev(DevCommand::NodeAgent { state, cluster, node_ip, pod_ip_prefix }) => {
-            dev::node::run(&state.resolve(), dev::node::NodeOptions { cluster, node_ip, pod_ip_prefix }).await?
+        Command::Dev(DevCommand::NodeAgent { state, cluster, node_ip, pod_ip_prefix, service_cidr }) => {
+            dev::node::run(&state.resolve(), dev::node::NodeOptions { cluster, node_ip, pod_ip_prefix, service_cidr }).await?
         }
         Command::Migrate(args) => return ferry::pipeline::cli::run(args).await,
         Command::Validate(args) if args.watch => {

@@ -96,6 +96,11 @@ impl ClusterState {
         let third = self.node_ip.split('.').nth(2).and_then(|o| o.parse::<u16>().ok()).unwrap_or(1);
         format!("10.{}", 200 + third)
     }
+    /// The cluster's Service range; distinct per cluster, as on a flat network between clusters.
+    pub fn service_cidr(&self) -> String {
+        let third = self.node_ip.split('.').nth(2).and_then(|o| o.parse::<u16>().ok()).unwrap_or(1);
+        format!("10.{}.0.0/16", 95 + third)
+    }
 }
 
 /// Persisted record of the whole harness (`STATE/state.json`).
@@ -448,7 +453,7 @@ async fn start_cluster(layout: &Layout, bin: &Path, mut c: ClusterState) -> anyh
         format!("--tls-cert-file={}", s(&pki.serving_cert())),
         format!("--tls-private-key-file={}", s(&pki.serving_key())),
         format!("--client-ca-file={}", s(&pki.ca_cert())),
-        "--service-cluster-ip-range=10.96.0.0/16".into(),
+        format!("--service-cluster-ip-range={}", c.service_cidr()),
         "--service-node-port-range=30000-32767".into(),
         "--authorization-mode=RBAC".into(),
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
@@ -510,7 +515,7 @@ async fn start_cluster(layout: &Layout, bin: &Path, mut c: ClusterState) -> anyh
     c.pids.insert("provisioner".into(), process::spawn(&me, &prov_args, &layout.log(&name, "provisioner"))?);
     let node_args = vec![
         "dev".into(), "node-agent".into(), format!("--state={}", layout.root.display()), format!("--cluster={name}"),
-        format!("--node-ip={}", c.node_ip), format!("--pod-ip-prefix={}", c.pod_ip_prefix()),
+        format!("--node-ip={}", c.node_ip), format!("--pod-ip-prefix={}", c.pod_ip_prefix()), format!("--service-cidr={}", c.service_cidr()),
     ];
     c.pids.insert("node-agent".into(), process::spawn(&me, &node_args, &layout.log(&name, "node-agent"))?);
 

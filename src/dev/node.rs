@@ -67,8 +67,10 @@ pub struct NodeOptions {
     pub cluster: String,
     /// Loopback address of the node (InternalIP), e.g. 127.0.1.1.
     pub node_ip: String,
-    /// First two octets of pod IPs, e.g. "127.101".
+    /// First two octets of pod IPs, e.g. "10.201".
     pub pod_ip_prefix: String,
+    /// The cluster's Service range, e.g. 10.96.0.0/16 (routed locally: ClusterIPs reach local pods).
+    pub service_cidr: String,
 }
 
 struct Running {
@@ -104,9 +106,11 @@ pub async fn run(state_dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
     // Pod IPs: a /16 that is local on this host (AnyIP on the loopback device), so every pod
     // can bind its own address and the EndpointSlice controller accepts it.
     let cidr = format!("{}.0.0/16", opts.pod_ip_prefix);
-    let out = std::process::Command::new("ip").args(["route", "replace", "local", &cidr, "dev", "lo"]).output().context("running ip (iproute2)")?;
-    if !out.status.success() {
-        bail!("cannot route pod addresses {cidr} to the loopback device: {}", String::from_utf8_lossy(&out.stderr).trim());
+    for range in [&cidr, &opts.service_cidr] {
+        let out = std::process::Command::new("ip").args(["route", "replace", "local", range, "dev", "lo"]).output().context("running ip (iproute2)")?;
+        if !out.status.success() {
+            bail!("cannot route {range} to the loopback device: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
     }
     // Ferry's "image": this executable as it was when the node started (a rebuild
     // replaces target/debug/ferry; pods keep running the version the node had).
@@ -119,7 +123,7 @@ pub async fn run(state_dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
     register(&client, &node, &opts).await.context("registering the node")?;
     tracing::info!(node, ip = %opts.node_ip, "node agent started");
 
-    let proxies: Arc<RwLock<HashMap<u16, Arc<RwLock<Vec<SocketAddr>>>>>> = Arc::default();
+    let proxies: Proxies = Arc::default();
     let mut pods: HashMap<String, PodRun> = HashMap::new();
     let mut next_ip: u32 = 1;
     let mut last_heartbeat = Instant::now() - Duration::from_secs(60);
@@ -149,7 +153,9 @@ pub async fn run(state_dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
                         signal_group(&r.child, nix::sys::signal::Signal::SIGKILL);
                     }
                 }
-                let _ = std::process::Command::new("ip").args(["route", "del", "local", &cidr, "dev", "lo"]).output();
+                for range in [&cidr, &opts.service_cidr] {
+                    let _ = std::process::Command::new("ip").args(["route", "del", "local", range, "dev", "lo"]).output();
+                }
                 return Ok(());
             }
         }
@@ -946,12 +952,17 @@ async fn spawn_container(
     })
 }
 
-/// kube-proxy's NodePort part: listen on NODE_IP:nodePort, forward to local ready endpoints.
+/// Listen address → the ready local endpoints behind it.
+type Proxies = Arc<RwLock<HashMap<String, Arc<RwLock<Vec<SocketAddr>>>>>>;
+
+/// kube-proxy's part: listen on NODE_IP:nodePort and on CLUSTER_IP:port (the
+/// cluster's service range is routed to the loopback device, so a flat network
+/// between the harness clusters), forward to local ready endpoints.
 async fn sync_node_ports(
     client: &kube::Client,
     opts: &NodeOptions,
     pods: &HashMap<String, PodRun>,
-    proxies: &Arc<RwLock<HashMap<u16, Arc<RwLock<Vec<SocketAddr>>>>>>,
+    proxies: &Proxies,
 ) -> anyhow::Result<()> {
     let local_ips: std::collections::HashSet<&str> = pods.values().map(|p| p.ip.as_str()).collect();
     let services = Api::<Service>::all(client.clone())
@@ -962,21 +973,14 @@ async fn sync_node_ports(
         .list(&ListParams::default())
         .await?
         .items;
-    let mut wanted: HashMap<u16, Vec<SocketAddr>> = HashMap::new();
+    let mut wanted: HashMap<String, Vec<SocketAddr>> = HashMap::new();
+    let service_prefix = opts.service_cidr.split('.').take(2).collect::<Vec<_>>().join(".") + ".";
     for svc in &services {
         let Some(spec) = &svc.spec else { continue };
-        if !matches!(
-            spec.type_.as_deref(),
-            Some("NodePort") | Some("LoadBalancer")
-        ) {
-            continue;
-        }
+        let cluster_ip = spec.cluster_ip.clone().filter(|ip| ip.starts_with(&service_prefix));
         let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
         let name = svc.metadata.name.as_deref().unwrap_or_default();
         for port in spec.ports.iter().flatten() {
-            let Some(node_port) = port.node_port else {
-                continue;
-            };
             let mut targets = Vec::new();
             for s in slices.iter().filter(|s| {
                 s.metadata.namespace.as_deref() == Some(ns)
@@ -1008,35 +1012,42 @@ async fn sync_node_ports(
                     }
                 }
             }
-            wanted.insert(node_port as u16, targets);
+            if let Some(ip) = &cluster_ip {
+                if !targets.is_empty() {
+                    wanted.insert(format!("{ip}:{}", port.port), targets.clone());
+                }
+            }
+            if let Some(node_port) = port.node_port {
+                wanted.insert(format!("{}:{node_port}", opts.node_ip), targets);
+            }
         }
     }
     let mut current = proxies.write().expect("lock");
-    current.retain(|port, _| wanted.contains_key(port));
-    for (port, targets) in wanted {
-        if let Some(t) = current.get(&port) {
+    current.retain(|addr, _| wanted.contains_key(addr));
+    for (addr, targets) in wanted {
+        if let Some(t) = current.get(&addr) {
             *t.write().expect("lock") = targets;
             continue;
         }
-        let addr = format!("{}:{port}", opts.node_ip);
         let listener = match std::net::TcpListener::bind(&addr) {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(%addr, error = %e, "cannot listen for NodePort");
+                tracing::warn!(%addr, error = %e, "cannot listen for the Service");
                 continue;
             }
         };
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let shared = Arc::new(RwLock::new(targets));
-        current.insert(port, shared.clone());
+        current.insert(addr.clone(), shared.clone());
         let registry = proxies.clone();
+        let key = addr.clone();
         tokio::spawn(async move {
             loop {
                 let still = registry
                     .read()
                     .expect("lock")
-                    .get(&port)
+                    .get(&key)
                     .is_some_and(|t| Arc::ptr_eq(t, &shared));
                 if !still {
                     return;
@@ -1066,7 +1077,7 @@ async fn sync_node_ports(
                 });
             }
         });
-        tracing::info!(%addr, "NodePort listening");
+        tracing::info!(%addr, "Service listening");
     }
     Ok(())
 }

@@ -55,7 +55,10 @@ impl Pki {
             "kubernetes.default.svc.cluster.local".to_string(),
         ])?;
         serving.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse()?));
-        serving.subject_alt_names.push(SanType::IpAddress("10.96.0.1".parse()?));
+        // The `kubernetes` Service's address in each harness cluster's range (10.96…, 10.97…).
+        for second in 96..100 {
+            serving.subject_alt_names.push(SanType::IpAddress(format!("10.{second}.0.1").parse()?));
+        }
         serving.distinguished_name = dn("kube-apiserver", None);
         serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         serving.not_after = rcgen::date_time_ymd(2099, 1, 1);
