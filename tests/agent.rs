@@ -98,12 +98,37 @@ fn start_agent_at(s: &Setup, repo_url: &str, port: u16, fault: Option<&str>, ext
         .args(extra)
         .env("FERRY_LOG_FORMAT", "text")
         .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(std::env::temp_dir().join(format!("ferry-agent-{port}.log"))).unwrap()));
+        .stderr(Stdio::from(std::fs::File::create(agent_log_path(port)).unwrap()));
     match fault {
         Some(f) => cmd.env("FERRY_FAULT", f),
         None => cmd.env_remove("FERRY_FAULT"),
     };
     AgentProc(cmd.spawn().unwrap())
+}
+
+fn known_hosts(s: &Setup) -> PathBuf {
+    s.kdir.with_file_name("known_hosts")
+}
+
+/// The agent following the bare repository through `sshd` with its deploy key,
+/// recording the host key on first contact.
+fn start_agent_over_ssh(s: &Setup, sshd: &sshd::Sshd, port: u16) -> AgentProc {
+    let key = sshd.deploy_key.to_str().unwrap().to_string();
+    let kh = known_hosts(s).to_str().unwrap().to_string();
+    start_agent_at(s, &sshd.url(&s.bare), port, None, &["--ssh-key", key.as_str(), "--known-hosts", kh.as_str(), "--accept-new-host-keys"])
+}
+
+fn agent_log_path(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("ferry-agent-{port}.log"))
+}
+
+fn agent_log(port: u16) -> String {
+    std::fs::read_to_string(agent_log_path(port)).unwrap_or_default()
+}
+
+fn deployments(h: &support::Harness, context: &str, ns: &str) -> Vec<Value> {
+    let deps: Value = serde_json::from_str(&h.kubectl_ok(context, &["get", "deploy", "-n", ns, "-o", "json"])).unwrap();
+    deps["items"].as_array().unwrap().clone()
 }
 
 fn http(port: u16, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
@@ -123,12 +148,8 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, String)], body: &
 }
 
 fn github_push(port: u16, secret: &str) -> u16 {
-    let body = std::fs::read(fixture("webhooks/github/push/with-new-branch.payload.json")).unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(&body);
-    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let headers = [("Content-Type", "application/json".to_string()), ("X-GitHub-Event", "push".to_string()), ("X-Hub-Signature-256", sig)];
-    http(port, "POST", &format!("/hooks/{PATH_TOKEN}"), &headers, &body).0
+    let body = std::fs::read(fixture(Forge::Github.fixture())).unwrap();
+    http(port, "POST", &format!("/hooks/{PATH_TOKEN}"), &Forge::Github.headers(&body, secret), &body).0
 }
 
 async fn wait_ready(port: u16) {
@@ -362,14 +383,11 @@ async fn agent_follows_a_repository_served_over_ssh_with_a_deploy_key() {
     let h = harness();
     let s = setup("agent-ssh").await;
     let sshd = sshd::Sshd::start();
-    let known_hosts = s.kdir.with_file_name("known_hosts");
     let port = sshd::free_port();
-    let key = sshd.deploy_key.to_str().unwrap().to_string();
-    let kh = known_hosts.to_str().unwrap().to_string();
-    let _agent = start_agent_at(&s, &sshd.url(&s.bare), port, None, &["--ssh-key", key.as_str(), "--known-hosts", kh.as_str(), "--accept-new-host-keys"]);
+    let _agent = start_agent_over_ssh(&s, &sshd, port);
     wait_ready(port).await;
     // The host key was recorded on first contact (accept-new), so later fetches check it.
-    let recorded = std::fs::read_to_string(&known_hosts).unwrap();
+    let recorded = std::fs::read_to_string(known_hosts(&s)).unwrap();
     let host_key = sshd.host_public_key();
     assert!(recorded.contains(host_key.split_whitespace().nth(1).unwrap()), "{recorded}");
     let placement_commit = move_west(&s);
@@ -382,6 +400,217 @@ async fn agent_follows_a_repository_served_over_ssh_with_a_deploy_key() {
     let log = Command::new("git").arg("--git-dir").arg(&s.bare).args(["log", "--format=%B", "ferry-status"]).output().unwrap();
     assert!(String::from_utf8_lossy(&log.stdout).contains(&format!("Ferry-Placement-Commit: {placement_commit}")));
     assert!(sshd.log().contains("Accepted publickey"), "the pushes went through sshd");
-    let deps: Value = serde_json::from_str(&h.kubectl_ok("west", &["get", "deploy", "-n", &s.ns.name, "-o", "json"])).unwrap();
-    assert_eq!(deps["items"].as_array().unwrap().len(), 3);
+    assert_eq!(deployments(h, "west", &s.ns.name).len(), 3);
+}
+
+/// A forge that delivers push webhooks, as the agent's receivers see it.
+#[derive(Clone, Copy, Debug)]
+enum Forge {
+    Github,
+    Gitlab,
+    Gogs,
+    BitbucketServer,
+}
+
+const FORGES: [Forge; 4] = [Forge::Github, Forge::Gitlab, Forge::Gogs, Forge::BitbucketServer];
+
+/// Where a forge's push payload says what moved, as JSON pointers to the
+/// fields its receiver reads (src/webhook/).
+struct PushFields {
+    /// Full ref names (`refs/heads/<branch>`).
+    refs: &'static [&'static str],
+    /// Short branch names.
+    branches: &'static [&'static str],
+    /// The commit the branch moved to.
+    commits: &'static [&'static str],
+    /// SSH clone URLs of the repository.
+    ssh_urls: &'static [&'static str],
+}
+
+impl Forge {
+    /// Provider name in the receiver configuration.
+    fn provider(self) -> &'static str {
+        match self {
+            Forge::Github => "github",
+            Forge::Gitlab => "gitlab",
+            Forge::Gogs => "gogs",
+            Forge::BitbucketServer => "bitbucket-server",
+        }
+    }
+
+    /// The shared fixture holding the forge's push delivery.
+    fn fixture(self) -> &'static str {
+        match self {
+            Forge::Github => "webhooks/github/push/with-new-branch.payload.json",
+            Forge::Gitlab => "webhooks/gitlab/push.json",
+            Forge::Gogs => "webhooks/gogs/push.json",
+            Forge::BitbucketServer => "webhooks/bitbucket-server/refs_changed.json",
+        }
+    }
+
+    fn path_token(self) -> String {
+        format!("{}-{PATH_TOKEN}", self.provider())
+    }
+
+    fn secret(self) -> String {
+        format!("{}-{SECRET}", self.provider())
+    }
+
+    fn fields(self) -> PushFields {
+        match self {
+            Forge::Github => PushFields { refs: &["/ref"], branches: &[], commits: &["/after", "/head_commit/id"], ssh_urls: &["/repository/ssh_url"] },
+            Forge::Gitlab => PushFields {
+                refs: &["/ref"],
+                branches: &[],
+                commits: &["/after", "/checkout_sha"],
+                ssh_urls: &["/project/git_ssh_url", "/project/ssh_url", "/project/url", "/repository/git_ssh_url", "/repository/url"],
+            },
+            Forge::Gogs => PushFields { refs: &["/ref"], branches: &[], commits: &["/after"], ssh_urls: &["/repository/ssh_url"] },
+            Forge::BitbucketServer => PushFields {
+                refs: &["/changes/0/ref/id", "/changes/0/refId"],
+                branches: &["/changes/0/ref/displayId"],
+                commits: &["/changes/0/toHash"],
+                ssh_urls: &["/repository/links/clone/0/href"],
+            },
+        }
+    }
+
+    /// The fixture's push, rewritten to announce `commit` on `branch` of the
+    /// repository at `ssh_url`; its other URLs still name the fixture's forge.
+    fn push_payload(self, ssh_url: &str, branch: &str, commit: &str) -> Vec<u8> {
+        let mut v: Value = serde_json::from_slice(&std::fs::read(fixture(self.fixture())).unwrap()).unwrap();
+        let f = self.fields();
+        let full_ref = format!("refs/heads/{branch}");
+        let sets = [(f.refs, full_ref.as_str()), (f.branches, branch), (f.commits, commit), (f.ssh_urls, ssh_url)];
+        for (pointers, value) in sets {
+            for p in pointers {
+                let field = v.pointer_mut(p).unwrap_or_else(|| panic!("{self:?} fixture has no {p}"));
+                assert!(field.is_string(), "{self:?} fixture: {p} is {field}");
+                *field = Value::from(value);
+            }
+        }
+        serde_json::to_vec_pretty(&v).unwrap()
+    }
+
+    /// The headers the forge sends with `body`: its push event name, and
+    /// `body`'s HMAC-SHA256 keyed with `secret` (GitLab sends the secret itself).
+    fn headers(self, body: &[u8], secret: &str) -> Vec<(&'static str, String)> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        let hmac = hex::encode(mac.finalize().into_bytes());
+        let (event, signature) = match self {
+            Forge::Github => (("X-GitHub-Event", "push"), ("X-Hub-Signature-256", format!("sha256={hmac}"))),
+            Forge::Gitlab => (("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", secret.to_string())),
+            Forge::Gogs => (("X-Gogs-Event", "push"), ("X-Gogs-Signature", hmac)),
+            Forge::BitbucketServer => (("X-Event-Key", "repo:refs_changed"), ("X-Hub-Signature", format!("sha256={hmac}"))),
+        };
+        vec![("Content-Type", "application/json".to_string()), (event.0, event.1.to_string()), signature]
+    }
+
+    /// POST `body` signed with `secret` to this forge's receiver.
+    fn deliver(self, port: u16, body: &[u8], secret: &str) -> (u16, String) {
+        http(port, "POST", &format!("/hooks/{}", self.path_token()), &self.headers(body, secret), body)
+    }
+}
+
+/// One receiver per forge, each at its own path with its own secret, all with
+/// the default target: the repository and branch the agent follows.
+fn write_forge_receivers(s: &Setup) {
+    let mut yaml = String::from("receivers:\n");
+    for forge in FORGES {
+        let secret = s.webhooks.with_file_name(format!("{}.secret", forge.provider()));
+        std::fs::write(&secret, forge.secret()).unwrap();
+        yaml.push_str(&format!(
+            "  - name: {p}\n    provider: {p}\n    pathToken: {}\n    secretFile: {}\n",
+            forge.path_token(),
+            secret.display(),
+            p = forge.provider()
+        ));
+    }
+    std::fs::write(&s.webhooks, yaml).unwrap();
+}
+
+/// How long a delivery that must start nothing is given to start something:
+/// an accepted one leads to the first status commit in about a second.
+const QUIET: Duration = Duration::from_secs(5);
+
+fn rev_parse(bare: &Path, rev: &str) -> String {
+    git(bare, &["rev-parse", rev]).trim().to_string()
+}
+
+/// Issue #6 for one forge: the agent follows a bare repository served over
+/// ssh and polls once an hour, so within the test's waits only a delivery can
+/// start the migration. After the placement change is pushed, a delivery with
+/// a wrong signature and the unmodified fixture (another repository) start
+/// nothing; the fixture rewritten for this repository, correctly signed, runs
+/// the migration, and every status commit it causes names the placement commit.
+async fn forge_push_over_ssh_migrates(forge: Forge) {
+    let h = harness();
+    let s = setup(&format!("agent-hook-{}", forge.provider())).await;
+    write_forge_receivers(&s);
+    let sshd = sshd::Sshd::start();
+    let repo_url = sshd.url(&s.bare);
+    let port = sshd::free_port();
+    let _agent = start_agent_over_ssh(&s, &sshd, port);
+    wait_ready(port).await;
+
+    let placement_commit = move_west(&s);
+    let status_before = rev_parse(&s.bare, "ferry-status");
+    let payload = forge.push_payload(&repo_url, "main", &placement_commit);
+    let (code, answer) = forge.deliver(port, &payload, "wrong-secret-wrong-secret");
+    assert_eq!(code, 401, "{answer}");
+    let unmodified = std::fs::read(fixture(forge.fixture())).unwrap();
+    let (code, answer) = forge.deliver(port, &unmodified, &forge.secret());
+    assert!(code == 200 && answer.contains(r#""result":"ignored""#) && answer.contains("not the placement repository"), "{answer}");
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(rev_parse(&s.bare, "ferry-status"), status_before, "no status commit without an accepted delivery");
+    assert!(!status_file(&s.bare, &s.ns.name).unwrap().contains("migrationId:"), "no migration without an accepted delivery");
+    assert!(!agent_log(port).contains("webhook triggered a sync"), "{}", agent_log(port));
+
+    let started = std::time::Instant::now();
+    let (code, answer) = forge.deliver(port, &payload, &forge.secret());
+    assert_eq!(code, 202, "{answer}");
+    assert!(answer.contains(&format!("sync triggered for {placement_commit}")), "{answer}");
+    eventually("migration started", Duration::from_secs(60), || async {
+        status_file(&s.bare, &s.ns.name).filter(|t| t.contains("migrationId:"))
+    })
+    .await;
+    let status = eventually("migration succeeded in the status file", Duration::from_secs(180), || async {
+        status_file(&s.bare, &s.ns.name).filter(|t| t.lines().any(|l| l == "phase: Succeeded"))
+    })
+    .await;
+    eprintln!("{forge:?} delivery → migration succeeded in {:?}", started.elapsed());
+    assert!(status.contains(&format!("observedCommit: {placement_commit}")), "{status}");
+    assert!(agent_log(port).contains("webhook triggered a sync"));
+    assert_eq!(deployments(h, "west", &s.ns.name).len(), 3);
+
+    // Every status commit since the delivery names the placement commit; the migration's name the migration.
+    let id = status.lines().find_map(|l| l.trim_start().strip_prefix("migrationId:")).unwrap().trim();
+    let format = "--format=%(trailers:key=Ferry-Placement-Commit,valueonly,separator=%x2C) %(trailers:key=Ferry-Migration,valueonly,separator=%x2C)";
+    let trailers = git(&s.bare, &["log", format, &format!("{status_before}..ferry-status")]);
+    let commits: Vec<(&str, &str)> = trailers.lines().filter(|l| !l.is_empty()).map(|l| l.split_once(' ').unwrap()).collect();
+    assert!(!commits.is_empty(), "the remote gained no status commits");
+    assert!(commits.iter().all(|(placement, _)| *placement == placement_commit), "{trailers}");
+    assert!(commits.iter().any(|(_, migration)| *migration == id), "no status commit names migration {id}: {trailers}");
+    assert!(sshd.log().contains("Accepted publickey"), "the agent went through sshd");
+}
+
+#[tokio::test]
+async fn forge_push_over_ssh_migrates_github() {
+    forge_push_over_ssh_migrates(Forge::Github).await;
+}
+
+#[tokio::test]
+async fn forge_push_over_ssh_migrates_gitlab() {
+    forge_push_over_ssh_migrates(Forge::Gitlab).await;
+}
+
+#[tokio::test]
+async fn forge_push_over_ssh_migrates_gogs() {
+    forge_push_over_ssh_migrates(Forge::Gogs).await;
+}
+
+#[tokio::test]
+async fn forge_push_over_ssh_migrates_bitbucket_server() {
+    forge_push_over_ssh_migrates(Forge::BitbucketServer).await;
 }
