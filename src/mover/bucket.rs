@@ -647,13 +647,15 @@ async fn pull_file(sh: Arc<PullShared>, e: Entry, chunks: Vec<Option<Digest>>, n
                 Some(d) => work.push((b as u64, *d, len)),
             }
         }
+        // A fresh file is all hole: zero pages inside chunks stay holes too.
+        let sparse = need.delta.is_none();
         let (sh2, target2) = (sh.clone(), target.clone());
         let mut s = futures::stream::iter(work)
             .map(|(b, d, len)| {
                 let (sh, file, target) = (sh2.clone(), file.clone(), target2.clone());
                 async move {
                     let data = fetch_chunk(&sh, &d, len).await?;
-                    tokio::task::spawn_blocking(move || file.write_all_at(&data, b * BLOCK_SIZE).map_err(|x| MoverError::io("write", &target, x)))
+                    tokio::task::spawn_blocking(move || write_chunk(&file, &data, b * BLOCK_SIZE, sparse).map_err(|x| MoverError::io("write", &target, x)))
                         .await
                         .expect("write task")?;
                     sh.totals.bytes.fetch_add(len, Ordering::Relaxed);
@@ -695,6 +697,31 @@ async fn pull_file(sh: Arc<PullShared>, e: Entry, chunks: Vec<Option<Digest>>, n
     let blocks = full_blocks(e.size, &chunks);
     let content = file_hash(e.size, &blocks);
     Ok((e.path.clone(), Cached { size: e.size, mtime: (e.mtime_s, e.mtime_ns), ctime: (md.ctime(), md.ctime_nsec() as u32), ino: md.ino(), content, blocks }))
+}
+
+/// Write a chunk at `off`; with `sparse` (a fresh file), skip all-zero 4 KiB pages so
+/// they stay holes, the way the source's holes inside a block were.
+fn write_chunk(file: &std::fs::File, data: &[u8], off: u64, sparse: bool) -> std::io::Result<()> {
+    if !sparse {
+        return file.write_all_at(data, off);
+    }
+    const PAGE: usize = 4096;
+    let mut run: Option<usize> = None;
+    for (k, page) in data.chunks(PAGE).enumerate() {
+        let zero = page.iter().all(|&b| b == 0);
+        match (zero, run) {
+            (false, None) => run = Some(k * PAGE),
+            (true, Some(start)) => {
+                file.write_all_at(&data[start..k * PAGE], off + start as u64)?;
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = run {
+        file.write_all_at(&data[start..], off + start as u64)?;
+    }
+    Ok(())
 }
 
 /// Pull a pass into `dst` and prove it with the tree hash. `ok` is false on a mismatch.
