@@ -167,11 +167,16 @@ fn push_and_pull_keep_every_attribute_and_apply_deletions() {
     treecheck::assert_same(&src, &dst);
     assert!(p.u("entries_deleted") >= 4, "{}", p.report);
 
-    // An older pass can still be pulled by name.
+    // An older pass can still be pulled by name, pinned to the hash its push reported.
     let old = push.report["pass"].as_str().unwrap();
+    let old_hash = push.report["sender_tree_hash"].as_str().unwrap();
     let dst2 = w.path("dst-old");
-    let p = s3.ok("s3-pull", &dst2, "s3://ferry-test/ns1/pvc-a", &["--pass", old]);
+    let p = s3.ok("s3-pull", &dst2, "s3://ferry-test/ns1/pvc-a", &["--pass", old, "--expect-tree-hash", old_hash]);
     assert_eq!(p.report["receiver_tree_hash"], push.report["sender_tree_hash"]);
+    // The newest pass is not the one with that hash.
+    let p = s3.run("s3-pull", &w.path("dst-3"), "s3://ferry-test/ns1/pvc-a", &["--expect-tree-hash", old_hash]);
+    assert_eq!(p.code, 1);
+    assert!(p.stderr.contains("not the expected"), "{}", p.stderr);
 }
 
 #[test]
@@ -189,6 +194,14 @@ fn wrong_credentials_fail_with_a_clear_auth_error() {
     let p = run_pass(s3.ferry("s3-pull", &w.path("dst"), "s3://ferry-test/x", "not-the-secret", &[]));
     assert_eq!(p.code, 1);
     assert!(p.stderr.contains("S3 authentication failed"), "{}", p.stderr);
+    // Credentials from an AWS shared-credentials file instead of the environment.
+    let creds = w.path("credentials");
+    std::fs::write(&creds, format!("[other]\naws_access_key_id = x\n\n[ferry]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\nregion = us-east-1\n")).unwrap();
+    let mut c = s3.ferry("s3-pull", &w.path("dst"), "s3://ferry-test/x", SECRET_KEY, &["--credentials-file", creds.to_str().unwrap(), "--profile", "ferry"]);
+    c.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY");
+    let p = run_pass(c);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    treecheck::assert_same(&src, &w.path("dst"));
     // Unknown access key.
     let mut c = s3.ferry("s3-pull", &w.path("dst"), "s3://ferry-test/x", SECRET_KEY, &[]);
     c.env("AWS_ACCESS_KEY_ID", "nobody");

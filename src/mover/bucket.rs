@@ -70,6 +70,9 @@ pub struct PullOptions {
     pub jobs: usize,
     /// Pass to pull (default: the one named by `LATEST`).
     pub pass: Option<String>,
+    /// The sender's tree hash as learned out of band (from the push's report): the
+    /// manifest must carry exactly this hash, which also pins the pass.
+    pub expect_tree_hash: Option<String>,
 }
 
 /// The manifest object.
@@ -751,6 +754,14 @@ pub async fn pull(opts: PullOptions) -> Result<S3Report> {
     let body = client.get(&mkey).await?.ok_or_else(|| MoverError::Config(format!("pass {pass} has no manifest at s3://{}/{mkey}", loc.bucket)))?;
     let json = zstd::stream::decode_all(&body[..]).map_err(|e| MoverError::Protocol(format!("manifest {pass}: bad zstd data: {e}")))?;
     let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| MoverError::Protocol(format!("manifest {pass}: {e}")))?;
+    if let Some(want) = &opts.expect_tree_hash
+        && !want.eq_ignore_ascii_case(&manifest.tree_hash)
+    {
+        return Err(MoverError::Protocol(format!(
+            "pass {pass} carries tree hash {}, not the expected {want}: it is another pass, or the manifest was replaced",
+            manifest.tree_hash
+        )));
+    }
     let (src, chunks) = manifest.decode()?;
     plan::validate(&src).map_err(|e| MoverError::Protocol(format!("manifest {pass}: {e}")))?;
     let contents: Vec<Digest> =

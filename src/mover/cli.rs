@@ -11,7 +11,7 @@
 //! ferry mover s3-push --dir SRC --endpoint URL --bucket s3://BUCKET/PREFIX [--state DIR] [--jobs N]
 //!                     [--compress auto|always|never] [--create-bucket] [-o json]
 //! ferry mover s3-pull --dir DST --endpoint URL --bucket s3://BUCKET/PREFIX [--state DIR] [--jobs N]
-//!                     [--pass NAME] [-o json]
+//!                     [--pass NAME] [--expect-tree-hash HEX] [-o json]
 //! ```
 //!
 //! S3 credentials: `--access-key`/`--secret-key`/`--region` or `AWS_ACCESS_KEY_ID`,
@@ -139,6 +139,9 @@ pub enum MoverCommand {
         /// Pass to pull (a manifest name; default: the newest, named by PREFIX/LATEST).
         #[arg(long)]
         pass: Option<String>,
+        /// Fail unless the pass's recorded sender tree hash is this one (from the push's report).
+        #[arg(long)]
+        expect_tree_hash: Option<String>,
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
@@ -309,8 +312,8 @@ pub async fn run(cmd: MoverCommand) -> anyhow::Result<ExitCode> {
             let rep = bucket::push(opts).await?;
             finish_s3(&rep, output)
         }
-        MoverCommand::S3Pull { dir, s3, state, pass, output } => {
-            let opts = bucket::PullOptions { client: s3.client()?, dst: dir, state, jobs: s3.jobs, pass };
+        MoverCommand::S3Pull { dir, s3, state, pass, expect_tree_hash, output } => {
+            let opts = bucket::PullOptions { client: s3.client()?, dst: dir, state, jobs: s3.jobs, pass, expect_tree_hash };
             let rep = bucket::pull(opts).await?;
             finish_s3(&rep, output)
         }
