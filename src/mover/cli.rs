@@ -177,8 +177,8 @@ pub struct S3Args {
     /// Extra CA certificates (PEM) trusted for an https endpoint.
     #[arg(long)]
     ca_file: Option<PathBuf>,
-    /// Parallel requests.
-    #[arg(long, default_value_t = 8)]
+    /// Parallel requests (object stores answer each GET after tens of milliseconds: pulls need many in flight).
+    #[arg(long, default_value_t = 32)]
     jobs: usize,
 }
 
