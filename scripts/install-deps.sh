@@ -39,3 +39,13 @@ if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq golang-go >/dev/null
 fi
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+# s3s-fs: the S3-compatible server (with SigV4 checks) that tests/mover_s3.rs runs
+# against. Built once from crates.io into a cache outside the repo (a few minutes).
+S3S_VERSION=0.14.1
+S3S_ROOT="${FERRY_S3S_ROOT:-$HOME/.cache/ferry/s3s-fs}"
+if ! "$S3S_ROOT/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_VERSION"; then
+  log "cargo install s3s-fs@$S3S_VERSION into $S3S_ROOT (once; takes a few minutes)"
+  cargo install "s3s-fs@$S3S_VERSION" --features binary --locked --root "$S3S_ROOT" >&2
+fi

@@ -3,68 +3,13 @@
 mod common;
 mod treecheck;
 
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-
 use common::*;
-
-/// A tree with every kind of entry and attribute the mover must keep.
-fn build(src: &Path) {
-    std::fs::create_dir_all(src).unwrap();
-    write(&src.join("plain.txt"), b"hello world\n");
-    write(&src.join("empty"), b"");
-    std::fs::create_dir_all(src.join("empty-dir")).unwrap();
-    write(&src.join("dir/sub/data.bin"), &bytes(1, 300_000));
-    write(&src.join("dir/text.log"), "ferry log line\n".repeat(20_000).as_bytes());
-    // Hardlinks: three names, one inode.
-    write(&src.join("dir/linked"), b"shared inode");
-    std::fs::hard_link(src.join("dir/linked"), src.join("link-2")).unwrap();
-    std::fs::hard_link(src.join("dir/linked"), src.join("dir/sub/link-3")).unwrap();
-    // Symlinks: relative, absolute, dangling.
-    std::os::unix::fs::symlink("plain.txt", src.join("sym-rel")).unwrap();
-    std::os::unix::fs::symlink("/etc/hostname", src.join("sym-abs")).unwrap();
-    std::os::unix::fs::symlink("does/not/exist", src.join("sym-dangling")).unwrap();
-    // Sparse: 64 MiB with two small islands of data; holes must stay holes.
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::create(src.join("sparse.img")).unwrap();
-        f.set_len(64 << 20).unwrap();
-        f.write_all_at(b"island one", 5 << 20).unwrap();
-        f.write_all_at(&bytes(2, 8192), 40 << 20).unwrap();
-    }
-    // Very long names and a deep path; a name that is not UTF-8.
-    let long = "n".repeat(255);
-    write(&src.join(&long), b"long name");
-    let mut deep = src.to_path_buf();
-    for i in 0..12 {
-        deep = deep.join(format!("{i:02}-{}", "d".repeat(120)));
-    }
-    write(&deep.join("leaf"), b"deep");
-    write(&src.join(std::ffi::OsStr::from_bytes(b"bin-\xff\xfe-name")), b"latin1");
-    // Modes and owners, mixed inside one volume.
-    chmod(&src.join("plain.txt"), 0o600);
-    chmod(&src.join("dir/text.log"), 0o444);
-    chmod(&src.join("dir/sub/data.bin"), 0o4755);
-    std::fs::create_dir_all(src.join("tmp-like")).unwrap();
-    chmod(&src.join("tmp-like"), 0o1777);
-    chown(&src.join("plain.txt"), 1000, 1000);
-    chown(&src.join("dir/sub"), 2000, 3000);
-    chown(&src.join("dir/sub/data.bin"), 65534, 65534);
-    chown(&src.join("sym-rel"), 4000, 4001);
-    chown(&src.join("empty-dir"), 5, 6);
-    // mtimes with nanoseconds, deepest first so directory times stick.
-    set_mtime(&src.join("plain.txt"), 1_600_000_000, 123_456_789);
-    set_mtime(&src.join("sym-rel"), 1_500_000_000, 1);
-    set_mtime(&src.join("dir/sub"), 1_400_000_000, 999_999_999);
-    set_mtime(&src.join("empty-dir"), 1_300_000_000, 5);
-    set_mtime(src, 1_200_000_000, 7);
-}
 
 #[test]
 fn every_attribute_survives_and_a_second_pass_sends_nothing() {
     let w = Work::new();
     let (src, dst, state) = (w.path("src"), w.path("dst"), w.path("state"));
-    build(&src);
+    build_attr_tree(&src);
     let before = treecheck::snapshot(&src);
     let p = copy_ok(&src, &dst, &["--state", state.to_str().unwrap()]);
     treecheck::assert_same(&src, &dst);
@@ -85,7 +30,7 @@ fn every_attribute_survives_and_a_second_pass_sends_nothing() {
 fn deletions_type_changes_and_metadata_only_changes() {
     let w = Work::new();
     let (src, dst) = (w.path("src"), w.path("dst"));
-    build(&src);
+    build_attr_tree(&src);
     copy_ok(&src, &dst, &[]);
     // Deletions: a file, a whole subtree, a symlink.
     std::fs::remove_file(src.join("empty")).unwrap();
@@ -144,7 +89,7 @@ fn compressible_data_is_compressed_when_asked() {
 fn tree_checker_notices_each_kind_of_difference() {
     let w = Work::new();
     let (src, dst) = (w.path("src"), w.path("dst"));
-    build(&src);
+    build_attr_tree(&src);
     copy_ok(&src, &dst, &[]);
     treecheck::assert_same(&src, &dst);
     let check = |what: &str| {

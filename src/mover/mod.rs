@@ -11,7 +11,9 @@
 //! | [`plan`]      | pure: compare source listing with destination → what to do        | -  |
 //! | [`wire`]      | length-prefixed frames, message encoding, byte-counting stream     | -  |
 //! | [`send`] / [`receive`] | the two ends of one pass                                  | disk, net |
-//! | [`cli`]       | `ferry mover receive|send|copy|certs`                              | stdout |
+//! | [`s3`]        | minimal S3 client: SigV4 signing, PUT/GET/HEAD, ListObjectsV2      | net |
+//! | [`bucket`]    | object-storage transport: content-addressed chunks + manifest     | disk, net |
+//! | [`cli`]       | `ferry mover receive|send|copy|certs|s3-push|s3-pull`              | stdout |
 //!
 //! One pass (S = sender, R = receiver):
 //! 1. S opens a control connection, sends `Hello` and its full listing.
@@ -25,12 +27,14 @@
 //! 4. S sends `Finish`; R links hardlinks, sets directory metadata deepest-first,
 //!    re-walks its tree and returns its tree hash. S compares with its own; a mismatch
 //!    fails the pass.
+pub mod bucket;
 pub mod certs;
 pub mod cli;
 pub mod hash;
 pub mod index;
 pub mod plan;
 pub mod receive;
+pub mod s3;
 pub mod send;
 pub mod stats;
 pub mod tree;

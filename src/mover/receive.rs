@@ -156,11 +156,11 @@ impl Digest16 for Dec<'_> {
 }
 
 /// What a writer needs to know about a file it is asked for.
-struct NeedInfo {
+pub(crate) struct NeedInfo {
     /// Receiver block hashes when updating in place.
-    delta: Option<Vec<Digest>>,
+    pub(crate) delta: Option<Vec<Digest>>,
     /// A regular file is already at the destination path (replace via temp + rename).
-    exists: bool,
+    pub(crate) exists: bool,
 }
 
 #[derive(Default)]
@@ -359,7 +359,7 @@ fn set_mtime_nofollow(p: &Path, s: i64, ns: u32) -> std::io::Result<()> {
     if r != 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
 }
 
-fn set_mtime_fd(f: &File, s: i64, ns: u32) -> std::io::Result<()> {
+pub(crate) fn set_mtime_fd(f: &File, s: i64, ns: u32) -> std::io::Result<()> {
     let ts = libc::timespec { tv_sec: s as libc::time_t, tv_nsec: ns as libc::c_long };
     let times = [ts, ts];
     // SAFETY: fd is open; timespec array is valid.
@@ -380,9 +380,9 @@ fn remove_any(p: &Path, is_dir: bool) -> std::io::Result<()> {
     }
 }
 
-type Structure = (ReceiverReport, HashMap<usize, NeedInfo>, HashMap<Vec<u8>, Cached>, Vec<Entry>);
+pub(crate) type Structure = (ReceiverReport, HashMap<usize, NeedInfo>, HashMap<Vec<u8>, Cached>, Vec<Entry>);
 
-fn apply_structure(src: &[Entry], dst: Vec<Entry>, plan: &plan::Plan, root: &Path, mut cache: HashMap<Vec<u8>, Cached>) -> Result<Structure> {
+pub(crate) fn apply_structure(src: &[Entry], dst: Vec<Entry>, plan: &plan::Plan, root: &Path, mut cache: HashMap<Vec<u8>, Cached>) -> Result<Structure> {
     let mut rep = ReceiverReport { files_skipped: plan.skipped as u64, ..Default::default() };
     for &j in &plan.deletes {
         let p = dst[j].abs(root);
@@ -718,7 +718,7 @@ impl Writer<'_> {
     }
 }
 
-fn punch_hole(f: &File, off: u64, len: u64) -> std::io::Result<()> {
+pub(crate) fn punch_hole(f: &File, off: u64, len: u64) -> std::io::Result<()> {
     // SAFETY: fd is open; range is within the file.
     let r = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off as i64, len as i64) };
     if r == 0 {
@@ -732,7 +732,7 @@ fn punch_hole(f: &File, off: u64, len: u64) -> std::io::Result<()> {
 /// Link hardlinks, set directory metadata deepest-first, re-walk and hash the tree.
 /// When the pass changed nothing, the walk from its start is the final state and is hashed
 /// as is (this keeps a no-change pass cheap).
-fn finish(src: &[Entry], root: &Path, mut index: HashIndex, dst: Vec<Entry>, mut changed: bool) -> Result<(u64, usize, Digest, HashIndex)> {
+pub(crate) fn finish(src: &[Entry], root: &Path, mut index: HashIndex, dst: Vec<Entry>, mut changed: bool) -> Result<(u64, usize, Digest, HashIndex)> {
     let mut links = 0;
     for e in src.iter().filter(|e| e.kind == Kind::Hardlink) {
         let p = e.abs(root);
