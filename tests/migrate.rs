@@ -1,7 +1,7 @@
 //! `ferry migrate` end to end on the two-cluster harness: the shared fixtures
 //! move east → west with the migration rules applied, preflight refuses what
-//! cannot work without changing anything, namespaces with volumes stop at the
-//! Volumes stage and roll back, a cutover failure rolls back, and a migration
+//! cannot work without changing anything (volume data: tests/migrate_volumes.rs),
+//! a cutover failure rolls back, and a migration
 //! killed at any stage boundary completes when re-run.
 mod support;
 
@@ -120,7 +120,7 @@ async fn guestbook_migrates_east_to_west() {
     let journal: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(journal["outcome"], "succeeded");
     let stages: Vec<&str> = journal["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    assert_eq!(stages, ["preflight", "export", "transform", "apply", "quiesce", "volumes", "cutover", "verify", "retire"]);
+    assert_eq!(stages, ["preflight", "export", "transform", "apply", "pre-copy", "quiesce", "volumes", "cutover", "verify", "retire"]);
     assert!(journal["downtime_ms"].as_u64().is_some());
     // Stage timings are real: cutover waits for pods, so it cannot take 0 ms.
     let cutover = journal["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "cutover").unwrap();
@@ -132,40 +132,6 @@ async fn guestbook_migrates_east_to_west() {
     assert!(again.status.success(), "{}", text(&again));
     let j2: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(j2["migration_id"], journal["migration_id"]);
-}
-
-#[tokio::test]
-async fn fixtures_with_volumes_stop_at_volumes_and_roll_back() {
-    let h = harness();
-    for (test, dir, deployments) in [
-        ("mig-wordpress", "workloads/wordpress", vec![("wordpress", 1i64), ("wordpress-mysql", 1)]),
-        ("mig-web", "workloads/web-statefulset", vec![]),
-        ("mig-mysql", "workloads/mysql-statefulset", vec![]),
-        ("mig-zookeeper", "workloads/zookeeper", vec![]),
-    ] {
-        let ns = h.namespace(test, &["east"]);
-        let _west = TestNamespace::adopt(h, &ns.name, "west");
-        apply_dir(h, &ns, dir);
-        deployments_ready(h, "east", &ns.name, &deployments).await;
-        let out = migrate(h, &ns.name, &[], None);
-        assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-        let journal: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(journal["outcome"], "rolled-back");
-        assert_eq!(journal["failure"]["stage"], "volumes");
-        assert!(journal["failure"]["message"].as_str().unwrap().contains("not supported yet"), "{journal}");
-        // Source back as before, destination clean.
-        deployments_ready(h, "east", &ns.name, &deployments).await;
-        for (sts, replicas) in [("web", 2), ("mysql", 3), ("zk", 3)] {
-            if exists(h, "east", &["statefulset", sts, "-n", &ns.name]) {
-                eventually(&format!("{sts} StatefulSet back at {replicas}"), Duration::from_secs(90), || async {
-                    let s = get_json(h, "east", &["statefulset", sts, "-n", &ns.name]);
-                    (s["spec"]["replicas"] == replicas && s["status"]["readyReplicas"] == replicas).then_some(())
-                })
-                .await;
-            }
-        }
-        assert!(!exists(h, "west", &["namespace", &ns.name]), "destination namespace must be removed");
-    }
 }
 
 #[tokio::test]
@@ -186,15 +152,16 @@ async fn missing_storage_class_is_refused_then_mapped() {
     assert_eq!(after["metadata"]["generation"], before["metadata"]["generation"]);
     assert!(!exists(h, "east", &["configmap", "ferry-journal", "-n", &ns.name]));
 
-    // Mapped: preflight passes; its volumes then stop it (no mover yet) and it rolls back.
+    // Mapped: the claims land in `standard` on west and the data moves with them.
     let out = migrate(h, &ns.name, &["--storage-class-map", "fast=standard"], None);
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(out.status.success(), "{}", text(&out));
     let journal: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(journal["stages"][0]["stage"], "preflight");
-    assert!(journal["stages"][0]["finished_at"].is_string());
-    assert_eq!(journal["failure"]["stage"], "volumes");
-    let after = get_json(h, "east", &["statefulset", "cassandra", "-n", &ns.name]);
-    assert_eq!(after["spec"]["replicas"], 3, "source restored");
+    assert_eq!(journal["outcome"], "succeeded");
+    assert_eq!(journal["verification"].as_array().map(Vec::len), Some(3), "{journal}");
+    for i in 0..3 {
+        let pvc = get_json(h, "west", &["pvc", &format!("cassandra-data-cassandra-{i}"), "-n", &ns.name]);
+        assert_eq!(pvc["spec"]["storageClassName"], "standard");
+    }
     let _ = h.kubectl("east", &["delete", "storageclass", "fast", "--ignore-not-found"]);
 }
 
@@ -315,7 +282,7 @@ async fn crash_then_resume(point: &str) {
     assert_eq!(journal["outcome"], "succeeded");
     // One migration: every stage recorded once.
     let stages: Vec<&str> = journal["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    assert_eq!(stages, ["preflight", "export", "transform", "apply", "quiesce", "volumes", "cutover", "verify", "retire"], "{point}");
+    assert_eq!(stages, ["preflight", "export", "transform", "apply", "pre-copy", "quiesce", "volumes", "cutover", "verify", "retire"], "{point}");
     assert_guestbook_moved(h, &ns.name).await;
     // Nothing duplicated: one of each.
     assert_eq!(items(&get_json(h, "west", &["deployments", "-n", &ns.name])).len(), 3);

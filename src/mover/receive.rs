@@ -570,7 +570,7 @@ impl Writer<'_> {
                 let e = &self.src[idx];
                 let path = e.abs(self.root);
                 let (file, temp, created, delta) = if let Some(old) = &n.delta {
-                    let f = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&path).map_err(|x| MoverError::io("open", &path, x))?;
+                    let f = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(&path).map_err(|x| MoverError::io("open", &path, x))?;
                     f.set_len(size).map_err(|x| MoverError::io("resize", &path, x))?;
                     let mut blocks = old.clone();
                     blocks.resize(block_count(size) as usize, [0; 32]);
@@ -619,10 +619,18 @@ impl Writer<'_> {
                 match &mut o.delta {
                     Some(blocks) => {
                         let b = off / BLOCK_SIZE;
-                        if off % BLOCK_SIZE != 0 || raw_len as u64 != block_len(o.size, b) {
-                            return Err(MoverError::Protocol("delta chunk is not one whole block".into()));
+                        let (start, len) = (b * BLOCK_SIZE, block_len(o.size, b));
+                        if off % BLOCK_SIZE == 0 && raw_len as u64 == len {
+                            blocks[b as usize] = block_hash(data);
+                        } else if off + raw_len as u64 <= start + len && (b as usize) < blocks.len() {
+                            // A data segment of a partly sparse block (after the block was punched):
+                            // hash the block as it now reads, holes as zeros.
+                            let mut whole = vec![0u8; len as usize];
+                            crate::mover::tree::read_full_at(&o.file, &mut whole, start).map_err(|x| MoverError::io("read back", &target, x))?;
+                            blocks[b as usize] = block_hash(&whole);
+                        } else {
+                            return Err(MoverError::Protocol("delta chunk crosses a block boundary".into()));
                         }
-                        blocks[b as usize] = block_hash(data);
                     }
                     None => o.hasher.feed(off, data).map_err(MoverError::Protocol)?,
                 }

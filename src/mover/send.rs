@@ -563,12 +563,19 @@ fn send_file(
         match remote {
             Some(r) => {
                 if r.get(bi as usize) != Some(&h) {
-                    if pieces.is_empty() {
+                    let whole = pieces.len() == 1 && pieces[0] == (off, end);
+                    if !whole {
+                        // Holes stay holes: punch the block, then send only its data segments.
                         let mut z = Enc::new();
                         z.u64(off).u64(len);
                         emit(tx, wire::frame(tag::ZERO, &z.0))?;
-                    } else {
+                    }
+                    if whole {
                         chunk(off, blk, &mut try_compress)?;
+                    } else {
+                        for &(s, t) in &pieces {
+                            chunk(s, &blk[(s - off) as usize..(t - off) as usize], &mut try_compress)?;
+                        }
                     }
                 }
             }

@@ -178,30 +178,6 @@ pub fn placement(pv: Option<&Value>, pvc: &Value, users: &[Value], mover_nodes: 
     Ok(p)
 }
 
-/// The uid/gid the mover runs as (pure): the one non-root user every container
-/// mounting the claim runs as, or `None` (root, to keep mixed owners intact).
-pub fn mover_user(users: &[Value]) -> Option<(i64, i64)> {
-    let mut found: Option<(i64, i64)> = None;
-    for p in users {
-        let psc = p.pointer("/spec/securityContext");
-        for c in p.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
-            let csc = c.get("securityContext");
-            let pick = |k: &str| csc.and_then(|s| s.get(k)).and_then(Value::as_i64).or_else(|| psc.and_then(|s| s.get(k)).and_then(Value::as_i64));
-            let uid = pick("runAsUser")?;
-            let gid = pick("runAsGroup").or_else(|| psc.and_then(|s| s.get("fsGroup")).and_then(Value::as_i64)).unwrap_or(uid);
-            if uid == 0 || csc.and_then(|s| s.get("privileged")) == Some(&Value::Bool(true)) {
-                return None;
-            }
-            match found {
-                None => found = Some((uid, gid)),
-                Some(f) if f == (uid, gid) => {}
-                Some(_) => return None,
-            }
-        }
-    }
-    found
-}
-
 fn volume_key(claim: &str) -> String {
     blake3::hash(claim.as_bytes()).to_hex()[..10].to_string()
 }
@@ -211,19 +187,17 @@ fn mover_labels(id: &str, role: &str, claim: &str) -> Value {
     json!({labels::COMPONENT: "mover", labels::MIGRATION: id, ROLE: role, VOLUME: volume_key(claim)})
 }
 
-fn security(user: Option<(i64, i64)>) -> (Value, Value) {
-    match user {
-        Some((uid, gid)) => (
-            json!({"runAsNonRoot": true, "runAsUser": uid, "runAsGroup": gid}),
-            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}}),
-        ),
-        None => (
-            json!({"runAsUser": 0, "runAsGroup": 0}),
-            // Root only to keep owners, modes and other users' files: no other capability.
-            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                   "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID"]}}),
-        ),
-    }
+/// Pod and container security contexts of mover pods. They run as root because
+/// only root can keep every owner and read every file of a volume with mixed
+/// owners (and write into a fresh, root-owned volume); everything else is taken
+/// away: all capabilities but the five file ones, no privilege escalation, a
+/// read-only root filesystem, and the sender mounts the source read-only.
+fn security() -> (Value, Value) {
+    (
+        json!({"runAsUser": 0, "runAsGroup": 0}),
+        json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "privileged": false,
+               "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID"]}}),
+    )
 }
 
 fn place(pod: &mut Value, p: &Placement) {
@@ -240,8 +214,8 @@ fn place(pod: &mut Value, p: &Placement) {
 }
 
 /// The receiver pod for `claim` (pure).
-pub fn receiver_pod(ns: &str, id: &str, claim: &str, image: &str, p: &Placement, user: Option<(i64, i64)>) -> Value {
-    let (psc, csc) = security(user);
+pub fn receiver_pod(ns: &str, id: &str, claim: &str, image: &str, p: &Placement) -> Value {
+    let (psc, csc) = security();
     let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": format!("ferry-recv-{}", volume_key(claim)), "namespace": ns, "labels": mover_labels(id, "receiver", claim), "annotations": {CLAIM: claim}},
@@ -279,8 +253,8 @@ pub fn receiver_pod(ns: &str, id: &str, claim: &str, image: &str, p: &Placement,
 }
 
 /// The sender pod of pass `pass` for `claim` (pure): mounts the claim read-only.
-pub fn sender_pod(ns: &str, id: &str, claim: &str, pass: u32, to: &str, image: &str, p: &Placement, user: Option<(i64, i64)>) -> Value {
-    let (psc, csc) = security(user);
+pub fn sender_pod(ns: &str, id: &str, claim: &str, pass: u32, to: &str, image: &str, p: &Placement) -> Value {
+    let (psc, csc) = security();
     let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": format!("ferry-send-{}-{pass}", volume_key(claim)), "namespace": ns, "labels": mover_labels(id, "sender", claim), "annotations": {CLAIM: claim}},
@@ -393,13 +367,13 @@ fn waiting_reason(p: &Value) -> Option<String> {
 }
 
 /// Receiver pod + Service for `claim` on the destination; returns the address the sender dials.
-async fn ensure_receiver(m: &Migration<'_>, id: &str, claim: &str, user: Option<(i64, i64)>) -> anyhow::Result<String> {
+async fn ensure_receiver(m: &Migration<'_>, id: &str, claim: &str) -> anyhow::Result<String> {
     let ns = &m.spec.namespace;
     let dest_claim = m.dest.get(&ObjectRef { api_version: "v1".into(), kind: "PersistentVolumeClaim".into(), namespace: Some(ns.clone()), name: claim.into() }).await?
         .with_context(|| format!("claim {claim} is missing on {} (the apply stage creates it)", m.dest.name))?;
     let pv = pv_of(m.dest, &dest_claim).await?;
     let p = placement(pv.as_ref(), &dest_claim, &[], has_mover_nodes(m.dest).await?).map_err(|b| anyhow::anyhow!(b.0))?;
-    let pod = receiver_pod(ns, id, claim, &m.spec.mover.image, &p, user);
+    let pod = receiver_pod(ns, id, claim, &m.spec.mover.image, &p);
     let svc = receiver_service(ns, id, claim, m.spec.mover.service_type);
     match m.dest.get(&obj_ref(&pod)).await? {
         Some(old) if old.pointer("/status/phase").and_then(Value::as_str).is_some_and(|p| p == "Failed" || p == "Succeeded")
@@ -456,13 +430,13 @@ pub fn receiver_address(svc: &Value, pod: &Value, t: ServiceType, override_host:
 }
 
 /// Run one pass for `claim`: a sender pod on the source, its report back.
-async fn pass(m: &Migration<'_>, id: &str, claim: &Value, n: u32, to: &str, user: Option<(i64, i64)>, running: bool) -> anyhow::Result<Report> {
+async fn pass(m: &Migration<'_>, id: &str, claim: &Value, n: u32, to: &str, running: bool) -> anyhow::Result<Report> {
     let ns = &m.spec.namespace;
     let cname = name_of(claim);
     let users = if running { users_of(&m.source.list("v1", "Pod", Some(ns), None).await?, &cname) } else { Vec::new() };
     let pv = pv_of(m.source, claim).await?;
     let p = placement(pv.as_ref(), claim, &users, has_mover_nodes(m.source).await?).map_err(|b| anyhow::anyhow!(b.0))?;
-    let pod = sender_pod(ns, id, &cname, n, to, &m.spec.mover.image, &p, user);
+    let pod = sender_pod(ns, id, &cname, n, to, &m.spec.mover.image, &p);
     let r = obj_ref(&pod);
     if m.source.get(&r).await?.is_some() {
         // Left over from a run that was interrupted: start the pass afresh.
@@ -522,8 +496,7 @@ pub(super) async fn precopy(m: &Migration<'_>, stored: &mut Stored) -> anyhow::R
             tracing::info!(claim = %cname, "{why}");
             continue;
         }
-        let user = mover_user(&users);
-        let to = ensure_receiver(m, &id, &cname, user).await?;
+        let to = ensure_receiver(m, &id, &cname).await?;
         loop {
             let done: Vec<&PassRecord> = stored.journal.volume_passes.iter().filter(|p| p.pvc == cname).collect();
             let n = done.len();
@@ -532,7 +505,7 @@ pub(super) async fn precopy(m: &Migration<'_>, stored: &mut Stored) -> anyhow::R
                     break;
                 }
             }
-            let rep = pass(m, &id, claim, n as u32 + 1, &to, user, true).await?;
+            let rep = pass(m, &id, claim, n as u32 + 1, &to, true).await?;
             bytes += rep.file_bytes_sent;
             stored.journal.volume_passes.push(PassRecord::from_report(&cname, n as u32 + 1, "pre-copy", &rep));
             m.save(stored).await?;
@@ -552,30 +525,31 @@ pub(super) async fn final_sync(m: &Migration<'_>, stored: &mut Stored) -> anyhow
         return Ok(counts);
     }
     ensure_certs(m, &id).await?;
-    let pods = m.source.list("v1", "Pod", Some(&m.spec.namespace), None).await?;
     let (mut bytes, mut files) = (0, 0);
     for claim in &claims {
         let cname = name_of(claim);
-        // Quiesce stopped the application; its pod specs (from the workload templates) still tell whose data it is.
-        let user = mover_user(&users_of(&pods, &cname)).or_else(|| {
-            stored.journal.volume_user.get(&cname).copied()
-        });
-        let to = ensure_receiver(m, &id, &cname, user).await?;
+        let to = ensure_receiver(m, &id, &cname).await?;
         let mut attempt = 0;
         let rep = loop {
             let n = stored.journal.volume_passes.iter().filter(|p| p.pvc == cname).count() as u32 + 1;
-            let rep = pass(m, &id, claim, n, &to, user, false).await?;
+            let rep = pass(m, &id, claim, n, &to, false).await?;
             stored.journal.volume_passes.push(PassRecord::from_report(&cname, n, "final", &rep));
             m.save(stored).await?;
-            if rep.ok {
+            // Verified means both hashes equal *and* a consistent read: no file changed while it was sent.
+            if rep.ok && rep.unstable_files == 0 {
                 break rep;
             }
             attempt += 1;
-            if rep.unstable_files == 0 || attempt >= 3 {
+            if !rep.ok && rep.unstable_files == 0 {
                 bail!(
-                    "data of claim {cname} differs after the final pass: source tree hash {} ≠ destination {}{}; nothing was cut over",
-                    rep.sender_tree_hash, rep.receiver_tree_hash,
-                    if rep.unstable_files > 0 { format!(" ({} files kept changing although the application is stopped — is something else writing to the volume?)", rep.unstable_files) } else { String::new() }
+                    "data of claim {cname} differs after the final pass: source tree hash {} ≠ destination {}; nothing was cut over",
+                    rep.sender_tree_hash, rep.receiver_tree_hash
+                );
+            }
+            if attempt >= 3 {
+                bail!(
+                    "data of claim {cname} kept changing during the final pass although the application is stopped ({} file(s) changed while being read, {attempt} attempts): is something outside Kubernetes writing to the volume? Nothing was cut over",
+                    rep.unstable_files
                 );
             }
         };
@@ -611,18 +585,6 @@ pub(super) async fn cleanup(m: &Migration<'_>, id: &str) -> anyhow::Result<()> {
             for o in c.list(av, kind, Some(ns), Some(&selector)).await? {
                 c.delete(&obj_ref(&o)).await?;
             }
-        }
-    }
-    Ok(())
-}
-
-/// Remember, before quiesce, which user each claim's application runs as.
-pub(super) async fn record_users(m: &Migration<'_>, stored: &mut Stored) -> anyhow::Result<()> {
-    let pods = m.source.list("v1", "Pod", Some(&m.spec.namespace), None).await?;
-    for claim in source_claims(m).await? {
-        let cname = name_of(&claim);
-        if let Some(u) = mover_user(&users_of(&pods, &cname)) {
-            stored.journal.volume_user.insert(cname, u);
         }
     }
     Ok(())
@@ -676,25 +638,17 @@ mod tests {
     }
 
     #[test]
-    fn mover_runs_as_the_applications_single_non_root_user() {
-        assert_eq!(mover_user(&[user_pod("n", Some(1001)), user_pod("m", Some(1001))]), Some((1001, 2000)));
-        assert_eq!(mover_user(&[user_pod("n", Some(1001)), user_pod("m", Some(1002))]), None, "mixed owners need root");
-        assert_eq!(mover_user(&[user_pod("n", None)]), None, "unknown user: root keeps owners");
-        assert_eq!(mover_user(&[user_pod("n", Some(0))]), None);
-        assert_eq!(mover_user(&[]), None);
-    }
-
-    #[test]
     fn pods_are_least_privilege_and_the_sender_reads_only() {
         let p = Placement::default();
-        let s = sender_pod("ns", "id1", "data", 2, "10.0.0.1:7443", "img:1", &p, Some((1001, 1001)));
-        assert_eq!(s["spec"]["securityContext"]["runAsNonRoot"], true);
+        let s = sender_pod("ns", "id1", "data", 2, "10.0.0.1:7443", "img:1", &p);
         assert_eq!(s["spec"]["containers"][0]["securityContext"]["capabilities"]["drop"][0], "ALL");
+        assert_eq!(s["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(s["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
         assert_eq!(s["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"], true);
         assert_eq!(s["spec"]["containers"][0]["volumeMounts"][0]["readOnly"], true);
         assert!(s["spec"]["containers"][0]["resources"]["limits"]["memory"].is_string());
         assert_eq!(s["metadata"]["labels"][labels::COMPONENT], "mover", "export must leave mover objects behind");
-        let r = receiver_pod("ns", "id1", "data", "img:1", &p, None);
+        let r = receiver_pod("ns", "id1", "data", "img:1", &p);
         assert_eq!(r["spec"]["securityContext"]["runAsUser"], 0);
         let caps = r["spec"]["containers"][0]["securityContext"]["capabilities"]["add"].as_array().unwrap();
         assert!(caps.iter().any(|c| c == "CHOWN") && !caps.iter().any(|c| c == "SYS_ADMIN"));
