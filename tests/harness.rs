@@ -194,14 +194,14 @@ fn down_stops_everything_even_after_the_pids_were_lost() {
     let json = support::ferry(&["dev", "up", "--state", state_s, "--clusters", "solo", "--nodes", "1", "-o", "json"]);
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(report["clusters"][0]["name"], "solo");
-    assert_eq!(report["clusters"][0]["nodes_ready"], 1);
+    assert_eq!(report["clusters"][0]["nodes_ready"], 2, "one kwok node and the node agent's");
     let server = report["clusters"][0]["server"].as_str().unwrap().to_string();
     let port: u16 = server.rsplit(':').next().unwrap().parse().unwrap();
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 
     let canonical = state.canonicalize().unwrap();
     let ours = || ferry::dev::process::find_components(&canonical);
-    assert_eq!(ours().len(), 6, "etcd, apiserver, controller-manager, scheduler, kwok, provisioner");
+    assert_eq!(ours().len(), 7, "etcd, apiserver, controller-manager, scheduler, kwok, provisioner, node agent");
 
     // Simulate a crash that lost the recorded pids.
     let state_file = state.join("state.json");
@@ -219,25 +219,40 @@ fn down_stops_everything_even_after_the_pids_were_lost() {
     assert!(!state.exists());
 }
 
+/// The README's first command: WordPress with data moves through the placement
+/// repository and the agent, and comes back on the second run.
 #[test]
-fn demo_moves_the_guestbook_back_and_forth() {
+fn demo_moves_wordpress_with_its_data_through_git_and_back() {
     let h = harness();
     let state = h.state.to_str().unwrap();
     let where_live = |ctx: &str| {
-        let out = h.kubectl(ctx, &["get", "namespace", "guestbook", "-o", "json"]);
+        let out = h.kubectl(ctx, &["get", "namespace", "wordpress", "-o", "json"]);
         out.status.success() && {
             let ns: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             ns["metadata"]["labels"].get("ferry.dev/retained").is_none()
         }
     };
-    let first = support::ferry(&["demo", "--state", state]);
-    assert!(first.contains("done: 9 stages"), "{first}");
-    let on_west = where_live("west");
-    assert_ne!(on_west, where_live("east"), "exactly one live copy");
-    let second = support::ferry(&["demo", "--state", state]);
-    assert!(second.contains("done: 9 stages"), "{second}");
-    assert_eq!(where_live("west"), !on_west, "the second run moves it back");
-    assert_eq!(where_live("east"), on_west);
-    let deps = h.kubectl_ok(if on_west { "east" } else { "west" }, &["get", "deploy", "-n", "guestbook", "-o", "name"]);
-    assert_eq!(deps.lines().count(), 3, "{deps}");
+    let remote = h.state.join("demo/placement.git");
+    let git_log = || {
+        let out = std::process::Command::new("git").arg("--git-dir").arg(&remote).args(["log", "--format=%s%n%(trailers:only)", "ferry-status"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for run in 0..2 {
+        let before_live_west = where_live("west");
+        let out = support::ferry(&["demo", "--state", state]);
+        let to = if before_live_west { "east" } else { "west" };
+        assert!(out.contains(&format!("pushed ")) && out.contains(&format!("Move wordpress to {to}")), "run {run}: {out}");
+        for stage in ["pre-copy", "quiesce", "volumes", "cutover", "verify", "retire"] {
+            assert!(out.contains(&format!("✓ {stage}")), "run {run}: live progress shows {stage}: {out}");
+        }
+        assert!(out.contains("phase: Succeeded") && out.contains("sourceHash") && out.contains("volumePasses"), "run {run}: status file printed: {out}");
+        let proofs = out.lines().filter(|l| l.trim_start().starts_with("mysql-pv-claim") || l.trim_start().starts_with("wp-pv-claim")).filter(|l| l.contains(" equal ")).count();
+        assert_eq!(proofs, 2, "run {run}: both volumes proven equal: {out}");
+        assert!(!out.contains("DIFFERENT"), "{out}");
+        assert!(where_live(to), "run {run}: WordPress runs on {to}");
+        assert!(!where_live(if to == "west" { "east" } else { "west" }), "run {run}: one live copy");
+        let log = git_log();
+        assert!(log.contains(&format!("Succeeded {} → {to}", if to == "west" { "east" } else { "west" })) && log.contains("Ferry-Placement-Commit:"), "{log}");
+        assert!(out.contains("Ferry-Migration:"), "status commits with trailers printed: {out}");
+    }
 }

@@ -89,7 +89,27 @@ pub struct ClusterState {
     pub node_ip: String,
 }
 
+/// Harness clusters on one machine, at most: each gets node IP 127.0.N.1, pod IPs
+/// 10.(200+N).0.0/16 and Services 10.(95+N).0.0/16, all routed to the loopback device.
+pub const NETWORK_SLOTS: u16 = 28;
+
+/// Slots whose pod range some running node agent has routed locally.
+fn network_slots_in_use() -> std::collections::BTreeSet<u16> {
+    let out = std::process::Command::new("ip").args(["route", "show", "table", "local"]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("local 10."))
+        .filter_map(|l| l.split('.').next()?.parse::<u16>().ok())
+        .filter(|second| (201..=200 + NETWORK_SLOTS).contains(second))
+        .map(|second| second - 200)
+        .collect()
+}
+
 impl ClusterState {
+    /// The network slot N of the node IP 127.0.N.1.
+    pub fn network_slot(&self) -> Option<u16> {
+        self.node_ip.split('.').nth(2).and_then(|o| o.parse::<u16>().ok()).filter(|s| (1..=NETWORK_SLOTS).contains(s))
+    }
     /// First two octets of the pod IPs the node agent hands out (a /16 it routes
     /// to the loopback device: the API server rejects loopback endpoint addresses).
     pub fn pod_ip_prefix(&self) -> String {
@@ -222,7 +242,8 @@ pub async fn up(state_dir: &Path, opts: &UpOptions) -> anyhow::Result<StatusRepo
     let bin_dir = tokio::task::spawn_blocking(binaries::ensure).await??;
     let previous = layout.load()?.unwrap_or_default();
     let mut state = State { bin_dir: bin_dir.clone(), clusters: Vec::new() };
-    for (i, name) in opts.clusters.iter().enumerate() {
+    let mut taken = network_slots_in_use();
+    for name in opts.clusters.iter() {
         let old = previous.clusters.iter().find(|c| &c.name == name);
         let ports = match old {
             Some(c) if ports_free(&c.ports) => c.ports.clone(),
@@ -235,7 +256,14 @@ pub async fn up(state_dir: &Path, opts: &UpOptions) -> anyhow::Result<StatusRepo
             nodes: opts.nodes,
             node_cpu: opts.node_cpu.clone(),
             node_memory: opts.node_memory.clone(),
-            node_ip: format!("127.0.{}.1", i + 1),
+            node_ip: {
+                // Keep the cluster's addresses across restarts; else take a slot no other harness routes.
+                let slot = old.and_then(|c| c.network_slot()).filter(|s| !taken.contains(s))
+                    .or_else(|| (1..=NETWORK_SLOTS).find(|s| !taken.contains(s)))
+                    .context("every harness network slot is in use (ip route show table local | grep 'local 10.2'); stop other harnesses")?;
+                taken.insert(slot);
+                format!("127.0.{slot}.1")
+            },
         });
     }
     layout.save(&state)?;

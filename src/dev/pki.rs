@@ -56,7 +56,7 @@ impl Pki {
         ])?;
         serving.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse()?));
         // The `kubernetes` Service's address in each harness cluster's range (10.96…, 10.97…).
-        for second in 96..100 {
+        for second in 96..=(95 + super::NETWORK_SLOTS) {
             serving.subject_alt_names.push(SanType::IpAddress(format!("10.{second}.0.1").parse()?));
         }
         serving.distinguished_name = dn("kube-apiserver", None);
