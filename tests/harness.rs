@@ -223,8 +223,13 @@ fn down_stops_everything_even_after_the_pids_were_lost() {
 /// repository and the agent, and comes back on the second run.
 #[test]
 fn demo_moves_wordpress_with_its_data_through_git_and_back() {
-    let h = harness();
-    let state = h.state.to_str().unwrap();
+    // Its own pair of clusters: the demo's `wordpress` namespace and its agent
+    // must not meet the other tests' agents on the shared harness.
+    let shared = harness();
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("demo-state");
+    let state = state_dir.to_str().unwrap();
+    let h = support::Harness { state: state_dir.clone(), kubeconfig: state_dir.join("kubeconfig"), bin_dir: shared.bin_dir.clone() };
     let where_live = |ctx: &str| {
         let out = h.kubectl(ctx, &["get", "namespace", "wordpress", "-o", "json"]);
         out.status.success() && {
@@ -255,4 +260,5 @@ fn demo_moves_wordpress_with_its_data_through_git_and_back() {
         assert!(log.contains(&format!("Succeeded {} → {to}", if to == "west" { "east" } else { "west" })) && log.contains("Ferry-Placement-Commit:"), "{log}");
         assert!(out.contains("Ferry-Migration:"), "status commits with trailers printed: {out}");
     }
+    support::ferry(&["dev", "down", "--state", state, "--purge"]);
 }

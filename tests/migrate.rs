@@ -157,11 +157,10 @@ async fn missing_storage_class_is_refused_then_mapped() {
     assert!(out.status.success(), "{}", text(&out));
     let journal: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(journal["outcome"], "succeeded");
-    assert_eq!(journal["verification"].as_array().map(Vec::len), Some(3), "{journal}");
-    for i in 0..3 {
-        let pvc = get_json(h, "west", &["pvc", &format!("cassandra-data-cassandra-{i}"), "-n", &ns.name]);
-        assert_eq!(pvc["spec"]["storageClassName"], "standard");
-    }
+    // Its one claim never bound on east (no provisioner for `fast` there): nothing to copy, the claim moves.
+    assert!(journal["verification"].as_array().is_none_or(|v| v.is_empty()), "{journal}");
+    let pvc = get_json(h, "west", &["pvc", "cassandra-data-cassandra-0", "-n", &ns.name]);
+    assert_eq!(pvc["spec"]["storageClassName"], "standard");
     let _ = h.kubectl("east", &["delete", "storageclass", "fast", "--ignore-not-found"]);
 }
 

@@ -12,7 +12,7 @@ use support::{TestNamespace, eventually, harness};
 #[tokio::test]
 async fn destination_without_memory_is_refused_and_nothing_changes() {
     let h = harness();
-    let nodes: Value = serde_json::from_str(&h.kubectl_ok("west", &["get", "nodes", "-o", "json"])).unwrap();
+    let nodes: Value = serde_json::from_str(&h.kubectl_ok("west", &["get", "nodes", "-l", "type=kwok", "-o", "json"])).unwrap();
     let nodes = nodes["items"].as_array().unwrap().clone();
     let per_node = ferry::transform::quantity::bytes(nodes[0]["status"]["allocatable"]["memory"].as_str().unwrap()).unwrap();
 

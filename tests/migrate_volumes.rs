@@ -232,9 +232,10 @@ async fn mysql_statefulset_moves_with_its_data_pre_copy() {
 #[tokio::test]
 async fn statefulset_fixtures_move_with_stop_copy_start() {
     let h = harness();
-    for (test, file, sts, replicas, template) in [
-        ("vol-web", "workloads/web-statefulset/web.yaml", "web", 2, "www"),
-        ("vol-zk", "workloads/zookeeper/zookeeper.yaml", "zk", 3, "datadir"),
+    // web's receivers behind NodePort Services, zookeeper's behind ClusterIPs (the harness's flat network).
+    for (test, file, sts, replicas, template, service) in [
+        ("vol-web", "workloads/web-statefulset/web.yaml", "web", 2, "www", "NodePort"),
+        ("vol-zk", "workloads/zookeeper/zookeeper.yaml", "zk", 3, "datadir", "ClusterIP"),
     ] {
         let ns = h.namespace(test, &["east"]);
         let _west = TestNamespace::adopt(h, &ns.name, "west");
@@ -247,8 +248,9 @@ async fn statefulset_fixtures_move_with_stop_copy_start() {
             common::write(&dir.join("blob"), &common::bytes(i as u64, 3 << 20));
             sources.push(dir);
         }
-        let out = migrate(h, &ns.name, &[]);
+        let out = migrate(h, &ns.name, &["--mover-service-type", service]);
         assert!(out.status.success(), "{test}: {}", text(&out));
+        let west_node_ip = get(h, "west", &["node", "west-mover"])["status"]["addresses"][0]["address"].as_str().unwrap().to_string();
         let journal: Value = serde_json::from_slice(&out.stdout).unwrap();
         let pre = journal["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "pre-copy").unwrap();
         assert!(pre["message"].as_str().unwrap().contains("skipped"), "stop-copy-start makes no pass while running: {pre}");
@@ -257,6 +259,13 @@ async fn statefulset_fixtures_move_with_stop_copy_start() {
             let ps = passes(&journal, &claim);
             assert_eq!(ps.len(), 1, "one pass, after quiesce: {journal}");
             assert_eq!(ps[0]["phase"], "final");
+            let (host, port) = ps[0]["receiver"].as_str().unwrap().rsplit_once(':').unwrap();
+            let port: u16 = port.parse().unwrap();
+            if service == "NodePort" {
+                assert!(host == west_node_ip && (30000..=32767).contains(&port), "NodePort receiver: {}", ps[0]);
+            } else {
+                assert!(host != west_node_ip && port == 7443, "ClusterIP receiver: {}", ps[0]);
+            }
             treecheck::assert_same(src, &volume_dir(h, "west", &ns.name, &claim).await);
         }
         workload_ready(h, "west", &ns.name, "statefulset", sts, replicas).await;

@@ -237,7 +237,11 @@ impl Cluster {
             let ready = n.pointer("/status/conditions").and_then(Value::as_array)
                 .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
             let unschedulable = n.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false);
-            if !ready || unschedulable {
+            // Tainted nodes (dedicated mover nodes, control planes…) take only pods that
+            // tolerate them: leave them out, so the check errs on the safe side.
+            let tainted = n.pointer("/spec/taints").and_then(Value::as_array)
+                .is_some_and(|ts| ts.iter().any(|t| matches!(t["effect"].as_str(), Some("NoSchedule" | "NoExecute"))));
+            if !ready || unschedulable || tainted {
                 continue;
             }
             let cpu = n.pointer("/status/allocatable/cpu").and_then(Value::as_str).and_then(crate::transform::quantity::millicores).unwrap_or(0);

@@ -88,8 +88,13 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&file)?;
         let changed = set_field(&set_field(&text, "cluster", &to.name), "strategy", "pre-copy");
         std::fs::write(&file, changed)?;
-        git(&work, &["commit", "--quiet", "-am", &format!("Move wordpress to {}", to.name)])?;
-        git(&work, &["push", "--quiet", "origin", "main"])?;
+        if git(&work, &["status", "--porcelain"])?.trim().is_empty() {
+            // An earlier run was interrupted after pushing: the repository already says so.
+            println!("  the repository already places {NAMESPACE} on {}", to.name);
+        } else {
+            git(&work, &["commit", "--quiet", "-am", &format!("Move wordpress to {}", to.name)])?;
+            git(&work, &["push", "--quiet", "origin", "main"])?;
+        }
         let commit = git(&work, &["rev-parse", "HEAD"])?.trim().to_string();
         println!("  pushed {} \"Move wordpress to {}\"", &commit[..12], to.name);
         println!("{}", git(&work, &["show", "--stat", "--format=", "HEAD"])?.trim_end());

@@ -181,6 +181,9 @@ pub struct VolumePass {
     pub unstable_files: u64,
     pub source_hash: String,
     pub destination_hash: String,
+    /// Address the source's sender dialled (the receiver's Service).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub receiver: String,
 }
 
 /// An error with its chain of causes.

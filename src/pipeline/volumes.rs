@@ -116,6 +116,7 @@ impl PassRecord {
             unstable_files: r.unstable_files,
             source_hash: r.sender_tree_hash.clone(),
             destination_hash: r.receiver_tree_hash.clone(),
+            receiver: r.destination.clone(),
         }
     }
 }
