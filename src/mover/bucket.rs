@@ -18,7 +18,7 @@
 //! changes, in-place block updates of large files), and re-walks and hashes the
 //! destination: a mismatch fails the pull.
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -609,24 +609,7 @@ async fn fetch_chunk(sh: &PullShared, d: &Digest, len: u64) -> Result<Vec<u8>> {
 /// temp name when something is in the way); metadata last.
 async fn pull_file(sh: Arc<PullShared>, e: Entry, chunks: Vec<Option<Digest>>, need: NeedInfo) -> Result<(Vec<u8>, Cached)> {
     let path = e.abs(&sh.root);
-    let (file, temp) = if need.delta.is_some() {
-        let f = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&path).map_err(|x| MoverError::io("open", &path, x))?;
-        (f, None)
-    } else if need.exists {
-        let t = path.parent().unwrap_or(&sh.root).join(format!(".ferry-s3-{:08x}.tmp", rand::random::<u32>()));
-        let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&t).map_err(|x| MoverError::io("create", &t, x))?;
-        (f, Some(t))
-    } else {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|x| MoverError::io("create", &path, x))?;
-        (f, None)
-    };
+    let (file, temp) = super::receive::open_target(&path, &sh.root, need.delta.is_some(), need.exists, "s3")?;
     let target = temp.clone().unwrap_or_else(|| path.clone());
     let r = async {
         file.set_len(e.size).map_err(|x| MoverError::io("resize", &target, x))?;

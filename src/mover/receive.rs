@@ -569,27 +569,16 @@ impl Writer<'_> {
                 }
                 let e = &self.src[idx];
                 let path = e.abs(self.root);
-                let (file, temp, created, delta) = if let Some(old) = &n.delta {
-                    let f = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(&path).map_err(|x| MoverError::io("open", &path, x))?;
-                    f.set_len(size).map_err(|x| MoverError::io("resize", &path, x))?;
-                    let mut blocks = old.clone();
-                    blocks.resize(block_count(size) as usize, [0; 32]);
-                    (f, None, false, Some(blocks))
-                } else if n.exists {
-                    let name = format!(".ferry-{idx}-{:08x}.tmp", rand::random::<u32>());
-                    let t = path.parent().unwrap_or(self.root).join(name);
-                    let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&t).map_err(|x| MoverError::io("create", &t, x))?;
-                    (f, Some(t), false, None)
-                } else {
-                    let f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(&path)
-                        .map_err(|x| MoverError::io("create", &path, x))?;
-                    (f, None, true, None)
+                let (file, temp) = open_target(&path, self.root, n.delta.is_some(), n.exists, &format!("{idx}"))?;
+                let created = n.delta.is_none() && !n.exists;
+                let delta = match &n.delta {
+                    Some(old) => {
+                        file.set_len(size).map_err(|x| MoverError::io("resize", &path, x))?;
+                        let mut blocks = old.clone();
+                        blocks.resize(block_count(size) as usize, [0; 32]);
+                        Some(blocks)
+                    }
+                    None => None,
                 };
                 self.open = Some(OpenFile { idx, file, path, temp, created, size, mtime, delta, hasher: BlockHasher::new(), end: 0 });
             }
@@ -837,4 +826,28 @@ pub(crate) fn hash_tree_files(entries: &[Entry], root: &Path, index: &mut HashIn
         );
     }
     Ok(out)
+}
+
+/// Open the file a pass writes: the existing file in place for a delta update
+/// (read-write: partly sparse blocks are read back), a temporary name beside it
+/// when something else is in the way (renamed over it at the end), else a new file.
+pub(crate) fn open_target(path: &std::path::Path, root: &std::path::Path, delta: bool, exists: bool, tag: &str) -> Result<(std::fs::File, Option<std::path::PathBuf>)> {
+    if delta {
+        let f = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|x| MoverError::io("open", path, x))?;
+        return Ok((f, None));
+    }
+    if exists {
+        let t = path.parent().unwrap_or(root).join(format!(".ferry-{tag}-{:08x}.tmp", rand::random::<u32>()));
+        let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&t).map_err(|x| MoverError::io("create", &t, x))?;
+        return Ok((f, Some(t)));
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|x| MoverError::io("create", path, x))?;
+    Ok((f, None))
 }

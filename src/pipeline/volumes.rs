@@ -214,77 +214,70 @@ fn place(pod: &mut Value, p: &Placement) {
     }
 }
 
-/// The receiver pod for `claim` (pure).
-pub fn receiver_pod(ns: &str, id: &str, claim: &str, image: &str, p: &Placement) -> Value {
+/// A mover pod (pure): the parts receiver and sender share.
+fn mover_pod(ns: &str, id: &str, claim: &str, role: &str, name: String, p: &Placement, container: Value, volumes: Value, restart: &str) -> Value {
     let (psc, csc) = security();
+    let mut container = container;
+    container["securityContext"] = csc;
+    container["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
     let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": format!("ferry-recv-{}", volume_key(claim)), "namespace": ns, "labels": mover_labels(id, "receiver", claim), "annotations": {CLAIM: claim}},
+        "metadata": {"name": name, "namespace": ns, "labels": mover_labels(id, role, claim), "annotations": {CLAIM: claim}},
         "spec": {
-            "restartPolicy": "Always",
+            "restartPolicy": restart,
             "automountServiceAccountToken": false,
             "enableServiceLinks": false,
             "securityContext": psc,
             "tolerations": [{"key": crate::dev::node::MOVER_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
-            "containers": [{
-                "name": "receiver",
-                "image": image,
-                "command": ["ferry", "mover", "receive", "--listen", format!("$(POD_IP):{PORT}"), "--dir", "/data", "--certs", "/tls", "--state", "/state", "--serve", "-o", "json"],
-                "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-                "ports": [{"name": "mover", "containerPort": PORT, "protocol": "TCP"}],
-                "readinessProbe": {"tcpSocket": {"port": PORT}, "periodSeconds": 1},
-                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-                "securityContext": csc,
-                "terminationMessagePolicy": "FallbackToLogsOnError",
-                "volumeMounts": [
-                    {"name": "data", "mountPath": "/data"},
-                    {"name": "tls", "mountPath": "/tls", "readOnly": true},
-                    {"name": "state", "mountPath": "/state"},
-                ],
-            }],
-            "volumes": [
-                {"name": "data", "persistentVolumeClaim": {"claimName": claim}},
-                {"name": "tls", "secret": {"secretName": RECEIVER_SECRET, "defaultMode": 0o400}},
-                {"name": "state", "emptyDir": {}},
-            ],
+            "containers": [container],
+            "volumes": volumes,
         },
     });
     place(&mut pod, p);
     pod
 }
 
+/// The receiver pod for `claim` (pure).
+pub fn receiver_pod(ns: &str, id: &str, claim: &str, image: &str, p: &Placement) -> Value {
+    let container = json!({
+        "name": "receiver",
+        "image": image,
+        "command": ["ferry", "mover", "receive", "--listen", format!("$(POD_IP):{PORT}"), "--dir", "/data", "--certs", "/tls", "--state", "/state", "--serve", "-o", "json"],
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        "ports": [{"name": "mover", "containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": {"tcpSocket": {"port": PORT}, "periodSeconds": 1},
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "volumeMounts": [
+            {"name": "data", "mountPath": "/data"},
+            {"name": "tls", "mountPath": "/tls", "readOnly": true},
+            {"name": "state", "mountPath": "/state"},
+        ],
+    });
+    let volumes = json!([
+        {"name": "data", "persistentVolumeClaim": {"claimName": claim}},
+        {"name": "tls", "secret": {"secretName": RECEIVER_SECRET, "defaultMode": 0o400}},
+        {"name": "state", "emptyDir": {}},
+    ]);
+    mover_pod(ns, id, claim, "receiver", format!("ferry-recv-{}", volume_key(claim)), p, container, volumes, "Always")
+}
+
 /// The sender pod of pass `pass` for `claim` (pure): mounts the claim read-only.
 pub fn sender_pod(ns: &str, id: &str, claim: &str, pass: u32, to: &str, image: &str, p: &Placement) -> Value {
-    let (psc, csc) = security();
-    let mut pod = json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": format!("ferry-send-{}-{pass}", volume_key(claim)), "namespace": ns, "labels": mover_labels(id, "sender", claim), "annotations": {CLAIM: claim}},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": false,
-            "enableServiceLinks": false,
-            "securityContext": psc,
-            "tolerations": [{"key": crate::dev::node::MOVER_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
-            "containers": [{
-                "name": "sender",
-                "image": image,
-                "command": ["ferry", "mover", "send", "--to", to, "--dir", "/data", "--certs", "/tls", "-o", "json", "--report-file", "/dev/termination-log"],
-                "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-                "securityContext": csc,
-                "terminationMessagePolicy": "FallbackToLogsOnError",
-                "volumeMounts": [
-                    {"name": "data", "mountPath": "/data", "readOnly": true},
-                    {"name": "tls", "mountPath": "/tls", "readOnly": true},
-                ],
-            }],
-            "volumes": [
-                {"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": true}},
-                {"name": "tls", "secret": {"secretName": SENDER_SECRET, "defaultMode": 0o400}},
-            ],
-        },
+    let container = json!({
+        "name": "sender",
+        "image": image,
+        "command": ["ferry", "mover", "send", "--to", to, "--dir", "/data", "--certs", "/tls", "-o", "json", "--report-file", "/dev/termination-log"],
+        "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "volumeMounts": [
+            {"name": "data", "mountPath": "/data", "readOnly": true},
+            {"name": "tls", "mountPath": "/tls", "readOnly": true},
+        ],
     });
-    place(&mut pod, p);
-    pod
+    let volumes = json!([
+        {"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": true}},
+        {"name": "tls", "secret": {"secretName": SENDER_SECRET, "defaultMode": 0o400}},
+    ]);
+    mover_pod(ns, id, claim, "sender", format!("ferry-send-{}-{pass}", volume_key(claim)), p, container, volumes, "Never")
 }
 
 /// The Service in front of a receiver (pure).
