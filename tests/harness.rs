@@ -259,6 +259,10 @@ fn demo_moves_wordpress_with_its_data_through_git_and_back() {
         let log = git_log();
         assert!(log.contains(&format!("Succeeded {} → {to}", if to == "west" { "east" } else { "west" })) && log.contains("Ferry-Placement-Commit:"), "{log}");
         assert!(out.contains("Ferry-Migration:"), "status commits with trailers printed: {out}");
+        // The agent's metrics count the volume bytes it moved (~90 MiB in the first pre-copy pass).
+        let moved: f64 = out.lines().find_map(|l| l.trim().strip_prefix("ferry_moved_bytes_total ")).and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no ferry_moved_bytes_total in {out}"));
+        assert!(moved > 90e6, "bytes moved {moved}: {out}");
     }
     support::ferry(&["dev", "down", "--state", state, "--purge"]);
 }

@@ -287,6 +287,8 @@ impl Agent {
 struct StatusProgress {
     tx: mpsc::UnboundedSender<NamespaceStatus>,
     metrics: Arc<Metrics>,
+    /// Volume passes already counted in the bytes-moved metric (None until the first journal).
+    passes_counted: std::sync::Mutex<Option<usize>>,
 }
 
 impl Progress for StatusProgress {
@@ -298,6 +300,15 @@ impl Progress for StatusProgress {
     fn journal(&self, journal: &Journal) {
         if let Some(r) = journal.stages.last().filter(|r| r.finished_at.is_some()) {
             self.metrics.observe_stage(&r.stage, Duration::from_millis(r.duration_ms.unwrap_or(0)));
+        }
+        {
+            let mut counted = self.passes_counted.lock().expect("lock");
+            // A resumed migration's earlier passes were counted by the process that ran them.
+            let from = counted.unwrap_or(journal.volume_passes.len());
+            for p in journal.volume_passes.iter().skip(from) {
+                self.metrics.add_bytes_moved(p.bytes);
+            }
+            *counted = Some(journal.volume_passes.len());
         }
         let _ = self.tx.send(status::from_journal(journal));
     }
@@ -338,7 +349,7 @@ async fn run_migration(
             }
         }
     });
-    let progress = StatusProgress { tx, metrics: metrics.clone() };
+    let progress = StatusProgress { tx, metrics: metrics.clone(), passes_counted: std::sync::Mutex::new(None) };
     let m = Migration { spec, source, dest, progress: &progress, stop: Some(stop) };
     let result = m.run().await;
     drop(m);

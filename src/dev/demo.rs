@@ -106,6 +106,11 @@ pub async fn run(state_dir: &Path) -> anyhow::Result<()> {
         println!("{}", status.trim_end());
         step("status commits");
         println!("{}", git_dir(&remote, &["log", "-n", "12", "--format=%h %s%n%w(0,4,4)%(trailers:only)", "ferry-status"])?.trim_end());
+        step(&format!("agent metrics (http://127.0.0.1:{port}/metrics)"));
+        let metrics = http_get(port, "/metrics")?;
+        for l in metrics.lines().filter(|l| l.starts_with("ferry_") && !l.contains("_bucket{")) {
+            println!("  {l}");
+        }
         anyhow::Ok(())
     }
     .await;
@@ -354,16 +359,23 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A plain HTTP/1.0 GET on loopback; the body when the answer is 200.
+fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    if !(resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200")) {
+        bail!("GET {path}: {}", resp.lines().next().unwrap_or(""));
+    }
+    Ok(resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
 async fn wait_ready(port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n");
-            let mut resp = String::new();
-            let _ = s.read_to_string(&mut resp);
-            if resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200") {
-                return Ok(());
-            }
+        if http_get(port, "/readyz").is_ok() {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
