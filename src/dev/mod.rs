@@ -257,10 +257,16 @@ pub async fn up(state_dir: &Path, opts: &UpOptions) -> anyhow::Result<StatusRepo
             node_cpu: opts.node_cpu.clone(),
             node_memory: opts.node_memory.clone(),
             node_ip: {
-                // Keep the cluster's addresses across restarts; else take a slot no other harness routes.
-                let slot = old.and_then(|c| c.network_slot()).filter(|s| !taken.contains(s))
-                    .or_else(|| (1..=NETWORK_SLOTS).find(|s| !taken.contains(s)))
-                    .context("every harness network slot is in use (ip route show table local | grep 'local 10.2'); stop other harnesses")?;
+                // A cluster keeps its addresses for life: its Service range is stored in etcd.
+                let slot = match old.and_then(|c| c.network_slot()) {
+                    Some(s) if taken.contains(&s) => bail!(
+                        "cluster {name}'s network slot {s} (Services 10.{}.0.0/16, pods 10.{}.0.0/16) is routed by another running harness; stop that one, or recreate this one with `ferry dev down --state {} --purge`",
+                        95 + s, 200 + s, layout.root.display()
+                    ),
+                    Some(s) => Some(s),
+                    None => (1..=NETWORK_SLOTS).find(|s| !taken.contains(s)),
+                }
+                .context("every harness network slot is in use (ip route show table local | grep 'local 10.2'); stop other harnesses")?;
                 taken.insert(slot);
                 format!("127.0.{slot}.1")
             },
@@ -386,6 +392,14 @@ fn stop(layout: &Layout, state: Option<&State>) -> usize {
         }
     }
     process::stop_all(&pids, Duration::from_secs(10));
+    // Node agents remove their routes when they stop; after a crash (SIGKILL) they cannot.
+    for c in state.map(|s| s.clusters.as_slice()).unwrap_or_default() {
+        if c.network_slot().is_some() {
+            for range in [format!("{}.0.0/16", c.pod_ip_prefix()), c.service_cidr()] {
+                let _ = std::process::Command::new("ip").args(["route", "del", "local", &range, "dev", "lo"]).output();
+            }
+        }
+    }
     pids.len()
 }
 

@@ -472,7 +472,41 @@ async fn delete_and_wait(c: &Cluster, r: &ObjectRef) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stage `pre-copy`: passes while the application runs, until the delta is small.
+/// Claims whose passes run at the same time.
+const PARALLEL_CLAIMS: usize = 4;
+
+/// Run `work` (one future per claim, each reporting its passes on the channel
+/// it is given) with every pass journaled as it ends, so the status follows live.
+async fn journaled<T>(
+    m: &Migration<'_>,
+    stored: &mut Stored,
+    work: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>> + Send + '_>>>,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<PassRecord>,
+) -> anyhow::Result<Vec<anyhow::Result<T>>> {
+    use futures::StreamExt;
+    let all = futures::stream::iter(work).buffer_unordered(PARALLEL_CLAIMS).collect::<Vec<_>>();
+    tokio::pin!(all);
+    let results = loop {
+        tokio::select! {
+            Some(rec) = rx.recv() => {
+                stored.journal.volume_passes.push(rec);
+                m.save(stored).await?;
+            }
+            res = &mut all => break res,
+        }
+    };
+    let mut late = false;
+    while let Ok(rec) = rx.try_recv() {
+        stored.journal.volume_passes.push(rec);
+        late = true;
+    }
+    if late {
+        m.save(stored).await?;
+    }
+    Ok(results)
+}
+
+/// Stage `pre-copy`: passes while the application runs, until the delta is small (claims in parallel).
 pub(super) async fn precopy(m: &Migration<'_>, stored: &mut Stored) -> anyhow::Result<BTreeMap<String, u64>> {
     let id = stored.journal.migration_id.clone();
     let claims = source_claims(m).await?;
@@ -482,35 +516,71 @@ pub(super) async fn precopy(m: &Migration<'_>, stored: &mut Stored) -> anyhow::R
     }
     ensure_certs(m, &id).await?;
     let pods = m.source.list("v1", "Pod", Some(&m.spec.namespace), None).await?;
-    let mut bytes = 0;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut work: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<u64>> + Send + '_>>> = Vec::new();
     for claim in &claims {
         let cname = name_of(claim);
-        let users = users_of(&pods, &cname);
-        if let Err(Busy(why)) = placement(None, claim, &users, false) {
+        if let Err(Busy(why)) = placement(None, claim, &users_of(&pods, &cname), false) {
             tracing::info!(claim = %cname, "{why}");
             continue;
         }
-        let to = ensure_receiver(m, &id, &cname).await?;
-        loop {
-            let done: Vec<&PassRecord> = stored.journal.volume_passes.iter().filter(|p| p.pvc == cname).collect();
-            let n = done.len();
-            if let Some(last) = done.last() {
-                if !precopy_again(last, n, m.spec.max_final_sync) {
-                    break;
-                }
+        let mut done: Vec<PassRecord> = stored.journal.volume_passes.iter().filter(|p| p.pvc == cname).cloned().collect();
+        let (tx, id) = (tx.clone(), id.clone());
+        work.push(Box::pin(async move {
+            let to = ensure_receiver(m, &id, &cname).await?;
+            let mut bytes = 0;
+            while done.last().is_none_or(|last| precopy_again(last, done.len(), m.spec.max_final_sync)) {
+                let n = done.len() as u32 + 1;
+                let rep = pass(m, &id, claim, n, &to, true).await?;
+                bytes += rep.file_bytes_sent;
+                let rec = PassRecord::from_report(&cname, n, "pre-copy", &rep);
+                done.push(rec.clone());
+                let _ = tx.send(rec);
             }
-            let rep = pass(m, &id, claim, n as u32 + 1, &to, true).await?;
-            bytes += rep.file_bytes_sent;
-            stored.journal.volume_passes.push(PassRecord::from_report(&cname, n as u32 + 1, "pre-copy", &rep));
-            m.save(stored).await?;
-        }
+            Ok(bytes)
+        }));
+    }
+    drop(tx);
+    let mut bytes = 0;
+    for r in journaled(m, stored, work, &mut rx).await? {
+        bytes += r?;
     }
     counts.insert("bytes".into(), bytes);
     counts.insert("passes".into(), stored.journal.volume_passes.len() as u64);
     Ok(counts)
 }
 
-/// Stage `volumes`: the final pass of every claim with the application stopped; hashes must match.
+/// The final pass of one claim, retried while files change under it (up to 3 attempts).
+async fn final_pass(m: &Migration<'_>, id: &str, claim: &Value, mut n: u32, tx: tokio::sync::mpsc::UnboundedSender<PassRecord>) -> anyhow::Result<Report> {
+    let cname = name_of(claim);
+    let to = ensure_receiver(m, id, &cname).await?;
+    let mut attempt = 0;
+    loop {
+        let rep = pass(m, id, claim, n, &to, false).await?;
+        let _ = tx.send(PassRecord::from_report(&cname, n, "final", &rep));
+        n += 1;
+        // Verified means both hashes equal *and* a consistent read: no file changed while it was sent.
+        if rep.ok && rep.unstable_files == 0 {
+            return Ok(rep);
+        }
+        attempt += 1;
+        if !rep.ok && rep.unstable_files == 0 {
+            bail!(
+                "data of claim {cname} differs after the final pass: source tree hash {} ≠ destination {}; nothing was cut over",
+                rep.sender_tree_hash, rep.receiver_tree_hash
+            );
+        }
+        if attempt >= 3 {
+            bail!(
+                "data of claim {cname} kept changing during the final pass although the application is stopped ({} file(s) changed while being read, {attempt} attempts): is something outside Kubernetes writing to the volume? Nothing was cut over",
+                rep.unstable_files
+            );
+        }
+    }
+}
+
+/// Stage `volumes`: the final pass of every claim with the application stopped (claims in
+/// parallel); hashes must match.
 pub(super) async fn final_sync(m: &Migration<'_>, stored: &mut Stored) -> anyhow::Result<BTreeMap<String, u64>> {
     let id = stored.journal.migration_id.clone();
     let claims = source_claims(m).await?;
@@ -519,34 +589,18 @@ pub(super) async fn final_sync(m: &Migration<'_>, stored: &mut Stored) -> anyhow
         return Ok(counts);
     }
     ensure_certs(m, &id).await?;
-    let (mut bytes, mut files) = (0, 0);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut work: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<(String, Report)>> + Send + '_>>> = Vec::new();
     for claim in &claims {
         let cname = name_of(claim);
-        let to = ensure_receiver(m, &id, &cname).await?;
-        let mut attempt = 0;
-        let rep = loop {
-            let n = stored.journal.volume_passes.iter().filter(|p| p.pvc == cname).count() as u32 + 1;
-            let rep = pass(m, &id, claim, n, &to, false).await?;
-            stored.journal.volume_passes.push(PassRecord::from_report(&cname, n, "final", &rep));
-            m.save(stored).await?;
-            // Verified means both hashes equal *and* a consistent read: no file changed while it was sent.
-            if rep.ok && rep.unstable_files == 0 {
-                break rep;
-            }
-            attempt += 1;
-            if !rep.ok && rep.unstable_files == 0 {
-                bail!(
-                    "data of claim {cname} differs after the final pass: source tree hash {} ≠ destination {}; nothing was cut over",
-                    rep.sender_tree_hash, rep.receiver_tree_hash
-                );
-            }
-            if attempt >= 3 {
-                bail!(
-                    "data of claim {cname} kept changing during the final pass although the application is stopped ({} file(s) changed while being read, {attempt} attempts): is something outside Kubernetes writing to the volume? Nothing was cut over",
-                    rep.unstable_files
-                );
-            }
-        };
+        let n = stored.journal.volume_passes.iter().filter(|p| p.pvc == cname).count() as u32 + 1;
+        let (tx, id) = (tx.clone(), id.clone());
+        work.push(Box::pin(async move { Ok((cname, final_pass(m, &id, claim, n, tx).await?)) }));
+    }
+    drop(tx);
+    let (mut bytes, mut files) = (0, 0);
+    for r in journaled(m, stored, work, &mut rx).await? {
+        let (cname, rep) = r?;
         bytes += rep.file_bytes_sent;
         files += rep.files_total;
         stored.journal.verification.retain(|v| v.pvc != cname);
@@ -558,8 +612,9 @@ pub(super) async fn final_sync(m: &Migration<'_>, stored: &mut Stored) -> anyhow
             bytes: rep.bytes_total,
             files: rep.files_total,
         });
-        m.save(stored).await?;
     }
+    stored.journal.verification.sort_by(|a, b| a.pvc.cmp(&b.pvc));
+    m.save(stored).await?;
     cleanup(m, &id).await?;
     counts.insert("bytes".into(), bytes);
     counts.insert("files".into(), files);
