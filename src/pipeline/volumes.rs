@@ -215,6 +215,7 @@ fn place(pod: &mut Value, p: &Placement) {
 }
 
 /// A mover pod (pure): the parts receiver and sender share.
+#[allow(clippy::too_many_arguments)]
 fn mover_pod(ns: &str, id: &str, claim: &str, role: &str, name: String, p: &Placement, container: Value, volumes: Value, restart: &str) -> Value {
     let (psc, csc) = security();
     let mut container = container;
@@ -440,9 +441,8 @@ async fn pass(m: &Migration<'_>, id: &str, claim: &Value, n: u32, to: &str, runn
     let deadline = tokio::time::Instant::now() + m.spec.mover.pass_timeout;
     let live = loop {
         let live = m.source.get(&r).await?.context("sender pod vanished")?;
-        match live.pointer("/status/phase").and_then(Value::as_str) {
-            Some("Succeeded" | "Failed") => break live,
-            _ => {}
+        if let Some("Succeeded" | "Failed") = live.pointer("/status/phase").and_then(Value::as_str) {
+            break live;
         }
         if tokio::time::Instant::now() > deadline {
             bail!("pass {n} of claim {cname} did not finish within {}s", m.spec.mover.pass_timeout.as_secs());
@@ -472,6 +472,9 @@ async fn delete_and_wait(c: &Cluster, r: &ObjectRef) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One claim's passes, as a future the stage runs alongside the other claims'.
+type ClaimWork<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>> + Send + 'a>>;
+
 /// Claims whose passes run at the same time.
 const PARALLEL_CLAIMS: usize = 4;
 
@@ -480,7 +483,7 @@ const PARALLEL_CLAIMS: usize = 4;
 async fn journaled<T>(
     m: &Migration<'_>,
     stored: &mut Stored,
-    work: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>> + Send + '_>>>,
+    work: Vec<ClaimWork<'_, T>>,
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<PassRecord>,
 ) -> anyhow::Result<Vec<anyhow::Result<T>>> {
     use futures::StreamExt;
@@ -517,7 +520,7 @@ pub(super) async fn precopy(m: &Migration<'_>, stored: &mut Stored) -> anyhow::R
     ensure_certs(m, &id).await?;
     let pods = m.source.list("v1", "Pod", Some(&m.spec.namespace), None).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut work: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<u64>> + Send + '_>>> = Vec::new();
+    let mut work: Vec<ClaimWork<'_, u64>> = Vec::new();
     for claim in &claims {
         let cname = name_of(claim);
         if let Err(Busy(why)) = placement(None, claim, &users_of(&pods, &cname), false) {
@@ -590,7 +593,7 @@ pub(super) async fn final_sync(m: &Migration<'_>, stored: &mut Stored) -> anyhow
     }
     ensure_certs(m, &id).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut work: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<(String, Report)>> + Send + '_>>> = Vec::new();
+    let mut work: Vec<ClaimWork<'_, (String, Report)>> = Vec::new();
     for claim in &claims {
         let cname = name_of(claim);
         let n = stored.journal.volume_passes.iter().filter(|p| p.pvc == cname).count() as u32 + 1;
