@@ -246,6 +246,11 @@ async fn statefulset_fixtures_move_with_stop_copy_start() {
             let dir = volume_dir(h, "east", &ns.name, &format!("{template}-{sts}-{i}")).await;
             common::write(&dir.join("index.html"), format!("{sts}-{i}\n").as_bytes());
             common::write(&dir.join("blob"), &common::bytes(i as u64, 3 << 20));
+            if sts == "zk" && i == 1 {
+                // A file only root may read: ZooKeeper's own user (1000) cannot send this volume.
+                common::write(&dir.join("root-only.key"), b"secret");
+                common::chmod(&dir.join("root-only.key"), 0o600);
+            }
             sources.push(dir);
         }
         let out = migrate(h, &ns.name, &["--mover-service-type", service]);
@@ -259,6 +264,9 @@ async fn statefulset_fixtures_move_with_stop_copy_start() {
             let ps = passes(&journal, &claim);
             assert_eq!(ps.len(), 1, "one pass, after quiesce: {journal}");
             assert_eq!(ps[0]["phase"], "final");
+            // The sender runs as the application's non-root user where the data allows, else as root.
+            let uid = if sts == "zk" && i != 1 { 1000 } else { 0 };
+            assert_eq!(ps[0]["runAsUser"], uid, "{claim}: {}", ps[0]);
             let (host, port) = ps[0]["receiver"].as_str().unwrap().rsplit_once(':').unwrap();
             let port: u16 = port.parse().unwrap();
             if service == "NodePort" {

@@ -847,6 +847,8 @@ async fn spawn_container(
     std::fs::create_dir_all(&rootfs)?;
     let termination_log = dir.join(format!("{}.termination-log", c.name));
     std::fs::write(&termination_log, b"")?;
+    // Writable by any user the container runs as, as a kubelet makes it.
+    std::fs::set_permissions(&termination_log, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
     let exe = dir.parent().and_then(Path::parent).context("pod dir")?.join("image-ferry");
     let r = quote(&rootfs.display().to_string());
     let mut script = String::from("set -e\n");

@@ -184,6 +184,9 @@ pub struct VolumePass {
     /// Address the source's sender dialled (the receiver's Service).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub receiver: String,
+    /// The uid the sender ran as (0: root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_user: Option<i64>,
 }
 
 /// An error with its chain of causes.

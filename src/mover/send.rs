@@ -116,7 +116,11 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
     }
     let counters = Counters::default();
     let src = opts.src.clone();
-    let walk = tokio::task::spawn_blocking(move || tree::walk(&src, 4, &[]));
+    let walk = tokio::task::spawn_blocking(move || {
+        let entries = tree::walk(&src, 4, &[])?;
+        readable(&src, &entries)?;
+        Ok::<_, MoverError>(entries)
+    });
     let (src2, state) = (opts.src.clone(), opts.state.clone());
     let index = tokio::task::spawn_blocking(move || match state {
         Some(s) => HashIndex::load(&s, "sender.idx", &src2),
@@ -397,6 +401,26 @@ async fn next_ctl(rx: &mut mpsc::UnboundedReceiver<Result<wire::Frame>>) -> Resu
     }
 }
 
+/// Fail before any data moves when this (non-root) user cannot read every file
+/// and directory: a clear "Permission denied" instead of a broken stream.
+fn readable(src: &Path, entries: &[Entry]) -> Result<()> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    for e in entries {
+        let mode = match e.kind {
+            Kind::File => nix::unistd::AccessFlags::R_OK,
+            Kind::Dir => nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::X_OK,
+            _ => continue,
+        };
+        let p = e.abs(src);
+        if let Err(errno) = nix::unistd::faccessat(nix::fcntl::AT_FDCWD, &p, mode, nix::fcntl::AtFlags::AT_EACCESS) {
+            return Err(MoverError::io("read", &p, std::io::Error::from_raw_os_error(errno as i32)));
+        }
+    }
+    Ok(())
+}
+
 /// Move encoded frames from a reader thread to the TLS connection, then close the stream
 /// and wait for the receiver's acknowledgement.
 async fn pump(
@@ -423,7 +447,8 @@ async fn pump(
         }
     }
     drop(rx);
-    let read_result = tokio::task::spawn_blocking(move || reader.join()).await.expect("join");
+    let read_result = tokio::task::spawn_blocking(move || reader.join()).await
+        .map_err(|e| MoverError::Protocol(format!("file reader thread: {e}")))?;
     if let Some(e) = write_err {
         return Err(net(e));
     }

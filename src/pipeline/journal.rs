@@ -141,6 +141,9 @@ pub struct Journal {
     /// Tree hashes of both sides after the final pass, per claim.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verification: Vec<crate::model::status::VolumeVerification>,
+    /// The non-root uid/gid each claim's application runs as (recorded before quiesce).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volume_user: BTreeMap<String, (i64, i64)>,
 }
 
 impl Journal {

@@ -262,6 +262,7 @@ impl Migration<'_> {
                     left_behind: Vec::new(),
                     volume_passes: Vec::new(),
                     verification: Vec::new(),
+                    volume_user: BTreeMap::new(),
                 };
                 // A finished journal of an earlier migration is replaced (it keeps its resourceVersion for the CAS).
                 match other {
@@ -432,6 +433,7 @@ impl Migration<'_> {
             }
             Stage::PreCopy => {
                 self.reattach_unsupported(prepared.as_ref().expect("prepared"))?;
+                volumes::record_users(self, stored).await?;
                 if self.spec.strategy == crate::model::Strategy::PreCopy {
                     counts = volumes::precopy(self, stored).await?;
                 } else {

@@ -117,6 +117,7 @@ impl PassRecord {
             source_hash: r.sender_tree_hash.clone(),
             destination_hash: r.receiver_tree_hash.clone(),
             receiver: r.destination.clone(),
+            run_as_user: None,
         }
     }
 }
@@ -188,17 +189,51 @@ fn mover_labels(id: &str, role: &str, claim: &str) -> Value {
     json!({labels::COMPONENT: "mover", labels::MIGRATION: id, ROLE: role, VOLUME: volume_key(claim)})
 }
 
-/// Pod and container security contexts of mover pods. They run as root because
-/// only root can keep every owner and read every file of a volume with mixed
-/// owners (and write into a fresh, root-owned volume); everything else is taken
-/// away: all capabilities but the five file ones, no privilege escalation, a
-/// read-only root filesystem, and the sender mounts the source read-only.
-fn security() -> (Value, Value) {
-    (
-        json!({"runAsUser": 0, "runAsGroup": 0}),
-        json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "privileged": false,
-               "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID"]}}),
-    )
+/// Pod and container security contexts of mover pods. The receiver runs as
+/// root: only root keeps every owner and writes into a fresh, root-owned volume.
+/// The sender runs as the application's own non-root user when every container
+/// mounting the claim runs as that one user ([`mover_user`]) — it only reads —
+/// and falls back to root when that user cannot read the data. Everything else
+/// is taken away: as root all capabilities but the five file ones, as non-root
+/// all of them; no privilege escalation, a read-only root filesystem, and the
+/// sender mounts the source read-only.
+fn security(user: Option<(i64, i64)>) -> (Value, Value) {
+    match user {
+        Some((uid, gid)) => (
+            json!({"runAsNonRoot": true, "runAsUser": uid, "runAsGroup": gid}),
+            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "privileged": false, "capabilities": {"drop": ["ALL"]}}),
+        ),
+        None => (
+            json!({"runAsUser": 0, "runAsGroup": 0}),
+            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "privileged": false,
+                   "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID"]}}),
+        ),
+    }
+}
+
+/// The uid/gid a sender may run as (pure): the one non-root user every container
+/// mounting the claim runs as (gid: runAsGroup, else fsGroup, else the uid), or
+/// `None` (root) when users differ, one is root or privileged, or none is known.
+pub fn mover_user(users: &[Value]) -> Option<(i64, i64)> {
+    let mut found: Option<(i64, i64)> = None;
+    for p in users {
+        let psc = p.pointer("/spec/securityContext");
+        for c in p.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
+            let csc = c.get("securityContext");
+            let pick = |k: &str| csc.and_then(|s| s.get(k)).and_then(Value::as_i64).or_else(|| psc.and_then(|s| s.get(k)).and_then(Value::as_i64));
+            let uid = pick("runAsUser")?;
+            let gid = pick("runAsGroup").or_else(|| psc.and_then(|s| s.get("fsGroup")).and_then(Value::as_i64)).unwrap_or(uid);
+            if uid == 0 || csc.and_then(|s| s.get("privileged")) == Some(&Value::Bool(true)) {
+                return None;
+            }
+            match found {
+                None => found = Some((uid, gid)),
+                Some(f) if f == (uid, gid) => {}
+                Some(_) => return None,
+            }
+        }
+    }
+    found
 }
 
 fn place(pod: &mut Value, p: &Placement) {
@@ -216,8 +251,8 @@ fn place(pod: &mut Value, p: &Placement) {
 
 /// A mover pod (pure): the parts receiver and sender share.
 #[allow(clippy::too_many_arguments)]
-fn mover_pod(ns: &str, id: &str, claim: &str, role: &str, name: String, p: &Placement, container: Value, volumes: Value, restart: &str) -> Value {
-    let (psc, csc) = security();
+fn mover_pod(ns: &str, id: &str, claim: &str, role: &str, name: String, p: &Placement, container: Value, volumes: Value, restart: &str, user: Option<(i64, i64)>) -> Value {
+    let (psc, csc) = security(user);
     let mut container = container;
     container["securityContext"] = csc;
     container["terminationMessagePolicy"] = json!("FallbackToLogsOnError");
@@ -259,11 +294,13 @@ pub fn receiver_pod(ns: &str, id: &str, claim: &str, image: &str, p: &Placement)
         {"name": "tls", "secret": {"secretName": RECEIVER_SECRET, "defaultMode": 0o400}},
         {"name": "state", "emptyDir": {}},
     ]);
-    mover_pod(ns, id, claim, "receiver", format!("ferry-recv-{}", volume_key(claim)), p, container, volumes, "Always")
+    mover_pod(ns, id, claim, "receiver", format!("ferry-recv-{}", volume_key(claim)), p, container, volumes, "Always", None)
 }
 
-/// The sender pod of pass `pass` for `claim` (pure): mounts the claim read-only.
-pub fn sender_pod(ns: &str, id: &str, claim: &str, pass: u32, to: &str, image: &str, p: &Placement) -> Value {
+/// The sender pod of pass `pass` for `claim` (pure): mounts the claim read-only,
+/// runs as `user` (non-root) or root.
+#[allow(clippy::too_many_arguments)]
+pub fn sender_pod(ns: &str, id: &str, claim: &str, pass: u32, to: &str, image: &str, p: &Placement, user: Option<(i64, i64)>) -> Value {
     let container = json!({
         "name": "sender",
         "image": image,
@@ -276,9 +313,10 @@ pub fn sender_pod(ns: &str, id: &str, claim: &str, pass: u32, to: &str, image: &
     });
     let volumes = json!([
         {"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": true}},
-        {"name": "tls", "secret": {"secretName": SENDER_SECRET, "defaultMode": 0o400}},
+        // Without fsGroup (it would re-own the source volume) a non-root user reads the key only if all may.
+        {"name": "tls", "secret": {"secretName": SENDER_SECRET, "defaultMode": if user.is_some() { 0o444 } else { 0o400 }}},
     ]);
-    mover_pod(ns, id, claim, "sender", format!("ferry-send-{}-{pass}", volume_key(claim)), p, container, volumes, "Never")
+    mover_pod(ns, id, claim, "sender", format!("ferry-send-{}-{pass}", volume_key(claim)), p, container, volumes, "Never", user)
 }
 
 /// The Service in front of a receiver (pure).
@@ -424,14 +462,27 @@ pub fn receiver_address(svc: &Value, pod: &Value, t: ServiceType, override_host:
     Some(if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") })
 }
 
+/// Run one pass for `claim` as the application's user when known: if that user
+/// cannot read the data, the pass runs again as root and `user` becomes `None`.
+async fn pass(m: &Migration<'_>, id: &str, claim: &Value, n: u32, to: &str, running: bool, user: &mut Option<(i64, i64)>) -> anyhow::Result<Report> {
+    match pass_as(m, id, claim, n, to, running, *user).await {
+        Err(e) if user.is_some() && format!("{e:#}").contains("Permission denied") => {
+            tracing::info!(claim = %name_of(claim), uid = user.map(|u| u.0), "the application's user cannot read all of the volume; the sender runs as root");
+            *user = None;
+            pass_as(m, id, claim, n, to, running, None).await
+        }
+        r => r,
+    }
+}
+
 /// Run one pass for `claim`: a sender pod on the source, its report back.
-async fn pass(m: &Migration<'_>, id: &str, claim: &Value, n: u32, to: &str, running: bool) -> anyhow::Result<Report> {
+async fn pass_as(m: &Migration<'_>, id: &str, claim: &Value, n: u32, to: &str, running: bool, user: Option<(i64, i64)>) -> anyhow::Result<Report> {
     let ns = &m.spec.namespace;
     let cname = name_of(claim);
     let users = if running { users_of(&m.source.list("v1", "Pod", Some(ns), None).await?, &cname) } else { Vec::new() };
     let pv = pv_of(m.source, claim).await?;
     let p = placement(pv.as_ref(), claim, &users, has_mover_nodes(m.source).await?).map_err(|b| anyhow::anyhow!(b.0))?;
-    let pod = sender_pod(ns, id, &cname, n, to, &m.spec.mover.image, &p);
+    let pod = sender_pod(ns, id, &cname, n, to, &m.spec.mover.image, &p, user);
     let r = obj_ref(&pod);
     if m.source.get(&r).await?.is_some() {
         // Left over from a run that was interrupted: start the pass afresh.
@@ -528,15 +579,17 @@ pub(super) async fn precopy(m: &Migration<'_>, stored: &mut Stored) -> anyhow::R
             continue;
         }
         let mut done: Vec<PassRecord> = stored.journal.volume_passes.iter().filter(|p| p.pvc == cname).cloned().collect();
+        let mut user = stored.journal.volume_user.get(&cname).copied();
         let (tx, id) = (tx.clone(), id.clone());
         work.push(Box::pin(async move {
             let to = ensure_receiver(m, &id, &cname).await?;
             let mut bytes = 0;
             while done.last().is_none_or(|last| precopy_again(last, done.len(), m.spec.max_final_sync)) {
                 let n = done.len() as u32 + 1;
-                let rep = pass(m, &id, claim, n, &to, true).await?;
+                let rep = pass(m, &id, claim, n, &to, true, &mut user).await?;
                 bytes += rep.file_bytes_sent;
-                let rec = PassRecord::from_report(&cname, n, "pre-copy", &rep);
+                let mut rec = PassRecord::from_report(&cname, n, "pre-copy", &rep);
+                rec.run_as_user = Some(user.map_or(0, |u| u.0));
                 done.push(rec.clone());
                 let _ = tx.send(rec);
             }
@@ -554,13 +607,15 @@ pub(super) async fn precopy(m: &Migration<'_>, stored: &mut Stored) -> anyhow::R
 }
 
 /// The final pass of one claim, retried while files change under it (up to 3 attempts).
-async fn final_pass(m: &Migration<'_>, id: &str, claim: &Value, mut n: u32, tx: tokio::sync::mpsc::UnboundedSender<PassRecord>) -> anyhow::Result<Report> {
+async fn final_pass(m: &Migration<'_>, id: &str, claim: &Value, mut n: u32, mut user: Option<(i64, i64)>, tx: tokio::sync::mpsc::UnboundedSender<PassRecord>) -> anyhow::Result<Report> {
     let cname = name_of(claim);
     let to = ensure_receiver(m, id, &cname).await?;
     let mut attempt = 0;
     loop {
-        let rep = pass(m, id, claim, n, &to, false).await?;
-        let _ = tx.send(PassRecord::from_report(&cname, n, "final", &rep));
+        let rep = pass(m, id, claim, n, &to, false, &mut user).await?;
+        let mut rec = PassRecord::from_report(&cname, n, "final", &rep);
+        rec.run_as_user = Some(user.map_or(0, |u| u.0));
+        let _ = tx.send(rec);
         n += 1;
         // Verified means both hashes equal *and* a consistent read: no file changed while it was sent.
         if rep.ok && rep.unstable_files == 0 {
@@ -597,8 +652,11 @@ pub(super) async fn final_sync(m: &Migration<'_>, stored: &mut Stored) -> anyhow
     for claim in &claims {
         let cname = name_of(claim);
         let n = stored.journal.volume_passes.iter().filter(|p| p.pvc == cname).count() as u32 + 1;
+        // A pass that fell back to root already told us the application's user cannot read everything.
+        let fell_back = stored.journal.volume_passes.iter().any(|p| p.pvc == cname && p.run_as_user == Some(0));
+        let user = stored.journal.volume_user.get(&cname).copied().filter(|_| !fell_back);
         let (tx, id) = (tx.clone(), id.clone());
-        work.push(Box::pin(async move { Ok((cname, final_pass(m, &id, claim, n, tx).await?)) }));
+        work.push(Box::pin(async move { Ok((cname, final_pass(m, &id, claim, n, user, tx).await?)) }));
     }
     drop(tx);
     let (mut bytes, mut files) = (0, 0);
@@ -623,6 +681,18 @@ pub(super) async fn final_sync(m: &Migration<'_>, stored: &mut Stored) -> anyhow
     counts.insert("files".into(), files);
     counts.insert("verified".into(), stored.journal.verification.len() as u64);
     Ok(counts)
+}
+
+/// Remember, before quiesce, which non-root user each claim's application runs as.
+pub(super) async fn record_users(m: &Migration<'_>, stored: &mut Stored) -> anyhow::Result<()> {
+    let pods = m.source.list("v1", "Pod", Some(&m.spec.namespace), None).await?;
+    for claim in source_claims(m).await? {
+        let cname = name_of(&claim);
+        if let Some(u) = mover_user(&users_of(&pods, &cname)) {
+            stored.journal.volume_user.insert(cname, u);
+        }
+    }
+    Ok(())
 }
 
 /// Delete every mover object of migration `id` on both clusters (pods, Services, Secrets).
@@ -690,9 +760,23 @@ mod tests {
     }
 
     #[test]
+    fn sender_runs_as_the_applications_single_non_root_user() {
+        assert_eq!(mover_user(&[user_pod("n", Some(1001)), user_pod("m", Some(1001))]), Some((1001, 2000)));
+        assert_eq!(mover_user(&[user_pod("n", Some(1001)), user_pod("m", Some(1002))]), None, "different users: root");
+        assert_eq!(mover_user(&[user_pod("n", None)]), None, "unknown user: root");
+        assert_eq!(mover_user(&[user_pod("n", Some(0))]), None);
+        assert_eq!(mover_user(&[]), None);
+        let s = sender_pod("ns", "id1", "data", 1, "10.0.0.1:7443", "img:1", &Placement::default(), Some((1001, 2000)));
+        assert_eq!(s["spec"]["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(s["spec"]["securityContext"]["runAsUser"], 1001);
+        assert!(s["spec"]["securityContext"].get("fsGroup").is_none(), "fsGroup would re-own the source volume");
+        assert!(s["spec"]["containers"][0]["securityContext"]["capabilities"].get("add").is_none());
+    }
+
+    #[test]
     fn pods_are_least_privilege_and_the_sender_reads_only() {
         let p = Placement::default();
-        let s = sender_pod("ns", "id1", "data", 2, "10.0.0.1:7443", "img:1", &p);
+        let s = sender_pod("ns", "id1", "data", 2, "10.0.0.1:7443", "img:1", &p, None);
         assert_eq!(s["spec"]["containers"][0]["securityContext"]["capabilities"]["drop"][0], "ALL");
         assert_eq!(s["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"], false);
         assert_eq!(s["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
