@@ -323,3 +323,45 @@ fn assert_mover_cleaned_up_source(h: &Harness, ns: &str) {
         assert!(left["items"].as_array().unwrap().is_empty(), "east: mover {kind} left behind: {left}");
     }
 }
+
+/// Killed right after the pre-copy passes, the re-run resumes the same migration:
+/// the passes already made count, the final pass sends only the rest, data equal.
+#[tokio::test]
+async fn killed_after_pre_copy_resumes_with_its_passes() {
+    let h = harness();
+    let ns = h.namespace("vol-crash", &["east"]);
+    let _west = TestNamespace::adopt(h, &ns.name, "west");
+    apply(h, &ns.name, "workloads/web-statefulset/web.yaml");
+    workload_ready(h, "east", &ns.name, "statefulset", "web", 2).await;
+    let mut sources = Vec::new();
+    for i in 0..2 {
+        let dir = volume_dir(h, "east", &ns.name, &format!("www-web-{i}")).await;
+        fill(&dir, 300 + i);
+        sources.push(dir);
+    }
+    let crashed = std::process::Command::new(support::ferry_bin())
+        .args(["migrate", &ns.name, "--from", "east", "--to", "west", "--strategy", "pre-copy", "--kubeconfig"])
+        .arg(&h.kubeconfig)
+        .env("FERRY_FAULT", "crash-after:pre-copy")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success() && String::from_utf8_lossy(&crashed.stderr).contains("FERRY_FAULT: crashing"), "{}", text(&crashed));
+    // After the crash, a changed file on the source: the final pass must carry it.
+    common::write(&sources[1].join("small/00/f0.dat"), b"changed after the crash");
+    let out = migrate(h, &ns.name, &["--strategy", "pre-copy"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let journal: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stages: Vec<&str> = journal["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages.iter().filter(|s| **s == "pre-copy").count(), 1, "one pre-copy stage: {stages:?}");
+    let claims: Vec<String> = (0..2).map(|i| format!("www-web-{i}")).collect();
+    assert_verified(&journal, &claims);
+    for (c, src) in claims.iter().zip(&sources) {
+        let ps = passes(&journal, c);
+        assert_eq!(ps.iter().filter(|p| p["phase"] == "pre-copy").count(), 1, "pre-copy pass kept, not redone: {journal}");
+        let last = ps.last().unwrap();
+        assert!(last["bytes"].as_u64().unwrap() < 1 << 20, "the final pass sends only what changed: {last}");
+        treecheck::assert_same(src, &volume_dir(h, "west", &ns.name, c).await);
+    }
+    workload_ready(h, "west", &ns.name, "statefulset", "web", 2).await;
+    assert_mover_cleaned_up(h, &ns.name);
+}

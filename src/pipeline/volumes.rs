@@ -385,6 +385,13 @@ async fn ensure_certs(m: &Migration<'_>, id: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let minted = certs::mint(&[], 7)?;
+    // Receivers still running from an interrupted run hold the old certificates: replace them.
+    let selector = format!("{}={id},{ROLE}=receiver", labels::MIGRATION);
+    if m.dest.namespace(ns).await?.is_some() {
+        for old in m.dest.list("v1", "Pod", Some(ns), Some(&selector)).await? {
+            delete_and_wait(m.dest, &obj_ref(&old)).await?;
+        }
+    }
     m.dest.apply(&secret(ns, id, RECEIVER_SECRET, &[(certs::CA_FILE, &minted.ca), (certs::SERVER_CERT, &minted.server_cert), (certs::SERVER_KEY, &minted.server_key)])).await?;
     m.source.apply(&secret(ns, id, SENDER_SECRET, &[(certs::CA_FILE, &minted.ca), (certs::CLIENT_CERT, &minted.client_cert), (certs::CLIENT_KEY, &minted.client_key)])).await?;
     Ok(())
