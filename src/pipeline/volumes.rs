@@ -567,15 +567,23 @@ async fn journaled<T>(
     Ok(results)
 }
 
-/// Stage `pre-copy`: passes while the application runs, until the delta is small (claims in parallel).
-pub(super) async fn precopy(m: &Migration<'_>, stored: &mut Stored) -> anyhow::Result<BTreeMap<String, u64>> {
+/// The migration id and the bound claims to move, with the mover's certificates in place when there are any.
+async fn claims_to_move(m: &Migration<'_>, stored: &Stored) -> anyhow::Result<(String, Vec<Value>)> {
     let id = stored.journal.migration_id.clone();
     let claims = source_claims(m).await?;
+    if !claims.is_empty() {
+        ensure_certs(m, &id).await?;
+    }
+    Ok((id, claims))
+}
+
+/// Stage `pre-copy`: passes while the application runs, until the delta is small (claims in parallel).
+pub(super) async fn precopy(m: &Migration<'_>, stored: &mut Stored) -> anyhow::Result<BTreeMap<String, u64>> {
+    let (id, claims) = claims_to_move(m, stored).await?;
     let mut counts = BTreeMap::from([("claims".to_string(), claims.len() as u64)]);
     if claims.is_empty() {
         return Ok(counts);
     }
-    ensure_certs(m, &id).await?;
     let pods = m.source.list("v1", "Pod", Some(&m.spec.namespace), None).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut work: Vec<ClaimWork<'_, u64>> = Vec::new();
@@ -647,13 +655,11 @@ async fn final_pass(m: &Migration<'_>, id: &str, claim: &Value, mut n: u32, mut 
 /// Stage `volumes`: the final pass of every claim with the application stopped (claims in
 /// parallel); hashes must match.
 pub(super) async fn final_sync(m: &Migration<'_>, stored: &mut Stored) -> anyhow::Result<BTreeMap<String, u64>> {
-    let id = stored.journal.migration_id.clone();
-    let claims = source_claims(m).await?;
+    let (id, claims) = claims_to_move(m, stored).await?;
     let mut counts = BTreeMap::from([("claims".to_string(), claims.len() as u64)]);
     if claims.is_empty() {
         return Ok(counts);
     }
-    ensure_certs(m, &id).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut work: Vec<ClaimWork<'_, (String, Report)>> = Vec::new();
     for claim in &claims {
