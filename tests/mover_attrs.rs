@@ -32,24 +32,7 @@ fn deletions_type_changes_and_metadata_only_changes() {
     let (src, dst) = (w.path("src"), w.path("dst"));
     build_attr_tree(&src);
     copy_ok(&src, &dst, &[]);
-    // Deletions: a file, a whole subtree, a symlink.
-    std::fs::remove_file(src.join("empty")).unwrap();
-    std::fs::remove_dir_all(src.join("dir/sub")).unwrap();
-    std::fs::remove_file(src.join("sym-abs")).unwrap();
-    // Type changes: file → directory, directory → symlink.
-    std::fs::remove_file(src.join("plain.txt")).unwrap();
-    write(&src.join("plain.txt/inner"), b"now a dir");
-    std::fs::remove_dir_all(src.join("empty-dir")).unwrap();
-    std::os::unix::fs::symlink("tmp-like", src.join("empty-dir")).unwrap();
-    // Metadata only (content and mtime unchanged).
-    chown(&src.join("dir/text.log"), 7, 8);
-    chmod(&src.join("dir/text.log"), 0o640);
-    // Same size, new content, new mtime.
-    write(&src.join("dir/linked"), b"SHARED INODE");
-    // A hardlink split off and a new hardlink added.
-    std::fs::remove_file(src.join("link-2")).unwrap();
-    std::fs::hard_link(src.join("dir/text.log"), src.join("text-alias")).unwrap();
-    set_mtime(&src.join("dir"), 1_111_111_111, 0);
+    change_attr_tree(&src);
     let p = copy_ok(&src, &dst, &[]);
     treecheck::assert_same(&src, &dst);
     assert!(p.u("entries_deleted") >= 5, "{}", p.report);

@@ -151,17 +151,7 @@ fn push_and_pull_keep_every_attribute_and_apply_deletions() {
     assert_eq!(again.u("files_sent"), 0);
 
     // Deletions, type changes, metadata-only changes and hardlink changes since the previous pull.
-    std::fs::remove_file(src.join("empty")).unwrap();
-    std::fs::remove_dir_all(src.join("dir/sub")).unwrap();
-    std::fs::remove_file(src.join("plain.txt")).unwrap();
-    write(&src.join("plain.txt/inner"), b"now a dir");
-    std::fs::remove_dir_all(src.join("empty-dir")).unwrap();
-    std::os::unix::fs::symlink("tmp-like", src.join("empty-dir")).unwrap();
-    chown(&src.join("dir/text.log"), 7, 8);
-    chmod(&src.join("dir/text.log"), 0o640);
-    std::fs::remove_file(src.join("link-2")).unwrap();
-    std::fs::hard_link(src.join("dir/text.log"), src.join("text-alias")).unwrap();
-    set_mtime(&src.join("dir"), 1_111_111_111, 0);
+    change_attr_tree(&src);
     s3.ok("s3-push", &src, "s3://ferry-test/ns1/pvc-a", &[]);
     let p = s3.ok("s3-pull", &dst, "s3://ferry-test/ns1/pvc-a", &[]);
     treecheck::assert_same(&src, &dst);

@@ -783,33 +783,14 @@ pub(crate) fn hash_tree_files(entries: &[Entry], root: &Path, index: &mut HashIn
             None => todo.push(i),
         }
     }
-    let next = AtomicU64::new(0);
-    let results = Mutex::new(Vec::new());
-    let err = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some(&i) = todo.get(k) else { return };
-                    let e = &entries[i];
-                    let p = e.abs(root);
-                    let r = tree::open_read(&p).map_err(|x| MoverError::io("open", &p, x)).and_then(|f| tree::hash_file(&f, &p, e.size, e.local.blocks));
-                    match r {
-                        Ok((blocks, c)) => results.lock().unwrap().push((i, blocks, c)),
-                        Err(x) => {
-                            err.lock().unwrap().get_or_insert(x);
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = err.into_inner().unwrap() {
-        return Err(e);
-    }
-    for (i, blocks, c) in results.into_inner().unwrap() {
+    let results = tree::par_map(&todo, 2, |&i| {
+        let e = &entries[i];
+        let p = e.abs(root);
+        let f = tree::open_read(&p).map_err(|x| MoverError::io("open", &p, x))?;
+        let (blocks, c) = tree::hash_file(&f, &p, e.size, e.local.blocks)?;
+        Ok((i, blocks, c))
+    })?;
+    for (i, blocks, c) in results {
         index.dirty = true;
         let e = &entries[i];
         out[i] = c;

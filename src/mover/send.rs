@@ -633,48 +633,22 @@ fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path,
     let changed = AtomicU64::new(0);
     let misses = AtomicU64::new(0);
     let todo: Vec<usize> = (0..entries.len()).filter(|i| entries[*i].kind == Kind::File && !needed.contains(i)).collect();
-    let out = Mutex::new(HashMap::with_capacity(todo.len()));
-    let next = AtomicU64::new(0);
-    let err = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    let Some(&i) = todo.get(k) else { return };
-                    let e = &entries[i];
-                    let h = match cached.get(&e.path).filter(|c| c.matches(e)) {
-                        Some(c) => c.content,
-                        None => {
-                            misses.fetch_add(1, Ordering::Relaxed);
-                            let p = e.abs(src);
-                            let r = tree::open_read(&p).map_err(|x| MoverError::io("open", &p, x)).and_then(|f| {
-                                let r = tree::hash_file(&f, &p, e.size, e.local.blocks)?;
-                                // Changed since the walk: the receiver kept the old version.
-                                if let Ok(m) = f.metadata()
-                                    && (m.size(), m.mtime(), m.mtime_nsec() as u32, m.ctime(), m.ctime_nsec() as u32)
-                                        != (e.size, e.mtime_s, e.mtime_ns, e.local.ctime_s, e.local.ctime_ns)
-                                {
-                                    changed.fetch_add(1, Ordering::Relaxed);
-                                }
-                                Ok(r)
-                            });
-                            match r {
-                                Ok((_, c)) => c,
-                                Err(x) => {
-                                    err.lock().unwrap().get_or_insert(x);
-                                    return;
-                                }
-                            }
-                        }
-                    };
-                    out.lock().unwrap().insert(e.path.clone(), h);
-                }
-            });
+    let out = tree::par_map(&todo, 2, |&i| {
+        let e = &entries[i];
+        if let Some(c) = cached.get(&e.path).filter(|c| c.matches(e)) {
+            return Ok((e.path.clone(), c.content));
         }
-    });
-    if let Some(e) = err.into_inner().unwrap() {
-        return Err(e);
-    }
-    Ok((out.into_inner().unwrap(), changed.into_inner(), misses.into_inner()))
+        misses.fetch_add(1, Ordering::Relaxed);
+        let p = e.abs(src);
+        let f = tree::open_read(&p).map_err(|x| MoverError::io("open", &p, x))?;
+        let (_, c) = tree::hash_file(&f, &p, e.size, e.local.blocks)?;
+        // Changed since the walk: the receiver kept the old version.
+        if let Ok(m) = f.metadata()
+            && (m.size(), m.mtime(), m.mtime_nsec() as u32, m.ctime(), m.ctime_nsec() as u32) != (e.size, e.mtime_s, e.mtime_ns, e.local.ctime_s, e.local.ctime_ns)
+        {
+            changed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((e.path.clone(), c))
+    })?;
+    Ok((out.into_iter().collect(), changed.into_inner(), misses.into_inner()))
 }

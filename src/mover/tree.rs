@@ -414,3 +414,32 @@ mod tests {
         assert_eq!(base, tree_hash(&w, |_| [1; 32]));
     }
 }
+
+/// `f` over `items` on `threads` threads (work taken one item at a time); the first
+/// error wins and stops the other threads at their next item. Results in no particular order.
+pub fn par_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let results = Mutex::new(Vec::with_capacity(items.len()));
+    let err = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                while !failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Some(item) = items.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) else { return };
+                    match f(item) {
+                        Ok(r) => results.lock().expect("lock").push(r),
+                        Err(e) => {
+                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                            err.lock().expect("lock").get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match err.into_inner().expect("lock") {
+        Some(e) => Err(e),
+        None => Ok(results.into_inner().expect("lock")),
+    }
+}

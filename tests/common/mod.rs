@@ -196,3 +196,26 @@ pub fn build_attr_tree(src: &Path) {
     set_mtime(&src.join("empty-dir"), 1_300_000_000, 5);
     set_mtime(src, 1_200_000_000, 7);
 }
+
+/// Changes to a [`build_attr_tree`] tree a later pass must carry: deletions, type
+/// changes, metadata-only changes, same-size new content, hardlink changes.
+pub fn change_attr_tree(src: &Path) {
+    // Deletions: a file, a whole subtree, a symlink.
+    std::fs::remove_file(src.join("empty")).unwrap();
+    std::fs::remove_dir_all(src.join("dir/sub")).unwrap();
+    std::fs::remove_file(src.join("sym-abs")).unwrap();
+    // Type changes: file → directory, directory → symlink.
+    std::fs::remove_file(src.join("plain.txt")).unwrap();
+    write(&src.join("plain.txt/inner"), b"now a dir");
+    std::fs::remove_dir_all(src.join("empty-dir")).unwrap();
+    std::os::unix::fs::symlink("tmp-like", src.join("empty-dir")).unwrap();
+    // Metadata only (content and mtime unchanged).
+    chown(&src.join("dir/text.log"), 7, 8);
+    chmod(&src.join("dir/text.log"), 0o640);
+    // Same size, new content, new mtime.
+    write(&src.join("dir/linked"), b"SHARED INODE");
+    // A hardlink split off and a new hardlink added.
+    std::fs::remove_file(src.join("link-2")).unwrap();
+    std::fs::hard_link(src.join("dir/text.log"), src.join("text-alias")).unwrap();
+    set_mtime(&src.join("dir"), 1_111_111_111, 0);
+}
