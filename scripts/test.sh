@@ -21,7 +21,14 @@ cleanup() { target/debug/ferry dev down --state "$FERRY_TEST_STATE" --purge >/de
 trap cleanup EXIT
 cleanup
 echo "[test] starting the shared harness in $FERRY_TEST_STATE" >&2
-target/debug/ferry dev up --state "$FERRY_TEST_STATE"
+if ! target/debug/ferry dev up --state "$FERRY_TEST_STATE"; then
+  # The error above names the component and quotes its log. A start can fail
+  # for reasons outside the project (a port taken by another program); try
+  # once more from scratch before giving up.
+  echo "[test] the harness did not start; retrying once from a clean state" >&2
+  cleanup
+  target/debug/ferry dev up --state "$FERRY_TEST_STATE"
+fi
 
-cargo test --all-targets "$@"
+cargo test --no-fail-fast --all-targets "$@"
 echo "[test] wall time: $(( $(date +%s) - start ))s" >&2

@@ -41,7 +41,7 @@ impl S3Server {
         std::fs::create_dir_all(root).unwrap();
         let bin = s3s_binary();
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let port = ferry::dev::process::free_ports(1).unwrap()[0];
             let mut child = Command::new(&bin)
                 .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
                 .arg(root)

@@ -356,7 +356,7 @@ fn tree_digest(root: &Path) -> anyhow::Result<(String, u64, u64)> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(crate::dev::process::free_ports(1)?[0])
 }
 
 /// A plain HTTP/1.0 GET on loopback; the body when the answer is 200.

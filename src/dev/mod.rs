@@ -371,9 +371,7 @@ fn is_dns_label(s: &str) -> bool {
 }
 
 fn allocate_ports() -> anyhow::Result<Ports> {
-    // Hold all listeners until every port is chosen so we get six distinct ones.
-    let ls: Vec<std::net::TcpListener> = (0..6).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
-    let p: Vec<u16> = ls.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
+    let p = process::free_ports(6)?;
     Ok(Ports { etcd: p[0], etcd_peer: p[1], apiserver: p[2], controller_manager: p[3], scheduler: p[4], kwok: p[5] })
 }
 
@@ -483,7 +481,8 @@ async fn start_cluster(layout: &Layout, bin: &Path, mut c: ClusterState) -> anyh
         "--log-level=warn".into(),
     ];
     c.pids.insert("etcd".into(), process::spawn(&bin.join("etcd"), &etcd_args, &layout.log(&name, "etcd"))?);
-    wait_for(&format!("{name}: etcd"), Duration::from_secs(60), || health::ok(p.etcd, "/health", None)).await?;
+    wait_for(&format!("{name}: etcd"), Duration::from_secs(60), || health::ok(p.etcd, "/health", None))
+        .await.map_err(|e| explain(e, layout, &c, "etcd"))?;
 
     // kube-apiserver
     let api_args = vec![
@@ -509,7 +508,7 @@ async fn start_cluster(layout: &Layout, bin: &Path, mut c: ClusterState) -> anyh
     ];
     c.pids.insert("kube-apiserver".into(), process::spawn(&bin.join("kube-apiserver"), &api_args, &layout.log(&name, "kube-apiserver"))?);
     let kubeconfig = layout.component_kubeconfig(&name);
-    let client = wait_apiserver(&kubeconfig, &name, Duration::from_secs(120)).await?;
+    let client = wait_apiserver(&kubeconfig, &name, Duration::from_secs(120)).await.map_err(|e| explain(e, layout, &c, "kube-apiserver"))?;
 
     // controller-manager, scheduler, kwok and the provisioner start together.
     let delegated = |port: u16| vec![
@@ -562,12 +561,34 @@ async fn start_cluster(layout: &Layout, bin: &Path, mut c: ClusterState) -> anyh
     c.pids.insert("node-agent".into(), process::spawn(&me, &node_args, &layout.log(&name, "node-agent"))?);
 
     let ca = pki.ca_cert();
-    wait_for(&format!("{name}: kube-controller-manager /healthz"), Duration::from_secs(60), || health::ok(p.controller_manager, "/healthz", Some(&ca))).await?;
-    wait_for(&format!("{name}: kube-scheduler /healthz"), Duration::from_secs(60), || health::ok(p.scheduler, "/healthz", Some(&ca))).await?;
-    wait_for(&format!("{name}: kwok /healthz"), Duration::from_secs(60), || health::ok(p.kwok, "/healthz", None)).await?;
+    // Generous: on a two-core machine, both clusters' Go binaries start at once.
+    let t = Duration::from_secs(120);
+    wait_for(&format!("{name}: kube-controller-manager /healthz"), t, || health::ok(p.controller_manager, "/healthz", Some(&ca)))
+        .await.map_err(|e| explain(e, layout, &c, "kube-controller-manager"))?;
+    wait_for(&format!("{name}: kube-scheduler /healthz"), t, || health::ok(p.scheduler, "/healthz", Some(&ca)))
+        .await.map_err(|e| explain(e, layout, &c, "kube-scheduler"))?;
+    wait_for(&format!("{name}: kwok /healthz"), t, || health::ok(p.kwok, "/healthz", None))
+        .await.map_err(|e| explain(e, layout, &c, "kwok"))?;
 
     bootstrap::run(&client, &c).await.with_context(|| format!("{name}: bootstrapping nodes and storage"))?;
     Ok(c)
+}
+
+/// A component that never became healthy: say whether it is still running
+/// and quote the end of its log, which usually names the cause.
+fn explain(e: anyhow::Error, layout: &Layout, c: &ClusterState, component: &str) -> anyhow::Error {
+    let running = c.pids.get(component).is_some_and(|&pid| process::alive_with(pid, &layout.root));
+    let log = layout.log(&c.name, component);
+    let tail = fs::read_to_string(&log).map(|t| {
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join("\n    ")
+    }).unwrap_or_default();
+    e.context(format!(
+        "{} {component} {}; last lines of {}:\n    {tail}",
+        c.name,
+        if running { "is running but not healthy" } else { "exited" },
+        log.display()
+    ))
 }
 
 async fn status_of(layout: &Layout, state: &State) -> StatusReport {

@@ -117,3 +117,42 @@ pub fn stop_all(pids: &[u32], grace: Duration) {
 pub fn port_in_use(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
+
+/// `n` distinct free ports on 127.0.0.1 for servers started later.
+///
+/// Ports from the kernel's `bind(:0)` come out of the ephemeral range, which
+/// is also where every outgoing connection takes its local port: between
+/// choosing such a port and the server binding it, a client connection of
+/// another component (the API server to etcd, a controller to the API server)
+/// can take it, and the server then fails with "address already in use". So
+/// choose below the ephemeral range (and below the NodePort range), where
+/// only servers that asked for the port bind.
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (12000u16, ephemeral_low.min(30000));
+    anyhow::ensure!(hi > lo + 1000, "the ephemeral port range starts at {ephemeral_low}; no room below it for the harness's servers");
+    // Start somewhere different per process so parallel callers rarely probe the same ports.
+    let seed = std::process::id() as u64 ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let span = (hi - lo) as u64;
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        let port = lo + ((seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17).wrapping_add(i * 7919) % span) as u16;
+        if ports.contains(&port) {
+            continue;
+        }
+        // Hold each listener until all are chosen, so the n ports are distinct and free together.
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+            ports.push(port);
+        }
+    }
+    anyhow::ensure!(ports.len() == n, "found only {} free ports in {lo}-{hi} on 127.0.0.1", ports.len());
+    Ok(ports)
+}

@@ -2,7 +2,7 @@
 //! a generated deploy key in its authorized_keys, killed on drop.
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,11 +31,7 @@ pub fn keygen(path: &Path, comment: &str) {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ferry::dev::process::free_ports(1).unwrap()[0]
 }
 
 impl Sshd {
