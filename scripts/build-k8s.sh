@@ -62,8 +62,8 @@ mkdir -p "$WORK"
 total_start=$(date +%s)
 built=()
 
-k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-[ "${FERRY_BUILD_KUBELET:-0}" = 1 ] && k8s_cmds+=(kubelet)
+# kubelet: each harness cluster has one real node (containerd + runc from Debian).
+k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
 missing=()
 for c in "${k8s_cmds[@]}"; do have "$c" || missing+=("$c"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -99,7 +99,13 @@ enum DevCommand {
         pod_ip_prefix: String,
         #[arg(long)]
         service_cidr: String,
+        /// Run no pods and register no Node (a kubelet is the node): only forward Services.
+        #[arg(long)]
+        proxy_only: bool,
     },
+    /// (internal) The pod sandbox's process in the harness's pause image: wait for SIGTERM.
+    #[command(hide = true)]
+    Pause,
 }
 
 #[derive(clap::Args)]
@@ -117,6 +123,16 @@ impl StateArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Dev(DevCommand::Pause)) {
+        // Before any runtime thread exists, so that the signal wait sees every signal.
+        return match ferry::dev::image::pause() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     ferry::output::init_tracing(&cli.log);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(run(cli.command)) {
@@ -150,9 +166,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Dev(DevCommand::Binaries) => println!("{}", dev::binaries::ensure()?.display()),
         Command::Dev(DevCommand::Provisioner { state, cluster }) => dev::provisioner::run(&state.resolve(), &cluster).await?,
-        Command::Dev(DevCommand::NodeAgent { state, cluster, node_ip, pod_ip_prefix, service_cidr }) => {
-            dev::node::run(&state.resolve(), dev::node::NodeOptions { cluster, node_ip, pod_ip_prefix, service_cidr }).await?
+        Command::Dev(DevCommand::NodeAgent { state, cluster, node_ip, pod_ip_prefix, service_cidr, proxy_only }) => {
+            dev::node::run(&state.resolve(), dev::node::NodeOptions { cluster, node_ip, pod_ip_prefix, service_cidr, proxy_only }).await?
         }
+        Command::Dev(DevCommand::Pause) => unreachable!("handled before the runtime starts"),
         Command::Migrate(args) => return ferry::pipeline::cli::run(args).await,
         Command::Validate(args) if args.watch => {
             // The edit-save-see loop: every save re-validates the working copy.

@@ -16,6 +16,8 @@
 pub mod binaries;
 mod bootstrap;
 pub mod demo;
+pub mod image;
+pub mod kubelet;
 mod health;
 pub mod node;
 pub mod pki;
@@ -72,6 +74,11 @@ pub struct Ports {
     pub controller_manager: u16,
     pub scheduler: u16,
     pub kwok: u16,
+    /// The real node's kubelet API and healthz (0 in state files from before real nodes).
+    #[serde(default)]
+    pub kubelet: u16,
+    #[serde(default)]
+    pub kubelet_healthz: u16,
 }
 
 /// Persisted record of one cluster.
@@ -87,6 +94,24 @@ pub struct ClusterState {
     /// Loopback address of the cluster's node agent (its one real node), e.g. 127.0.1.1.
     #[serde(default)]
     pub node_ip: String,
+    /// What runs the cluster's one real node: "kubelet" (kubelet + containerd)
+    /// or "agent" (the node agent runs pods as processes; where a kubelet cannot).
+    #[serde(default)]
+    pub node: String,
+}
+
+impl ClusterState {
+    pub fn kubelet_node(&self) -> bool {
+        self.node == "kubelet"
+    }
+    /// Components of this cluster, in start order.
+    fn components(&self) -> Vec<&'static str> {
+        let mut v = COMPONENTS.to_vec();
+        if self.kubelet_node() {
+            v.extend(["containerd", "kubelet"]);
+        }
+        v
+    }
 }
 
 /// Harness clusters on one machine, at most: each gets node IP 127.0.N.1, pod IPs
@@ -240,6 +265,21 @@ pub async fn up(state_dir: &Path, opts: &UpOptions) -> anyhow::Result<StatusRepo
     }
 
     let bin_dir = tokio::task::spawn_blocking(binaries::ensure).await??;
+    let node_mode = match std::env::var("FERRY_DEV_NODE").ok().as_deref() {
+        Some("agent") => "agent".to_string(),
+        Some("kubelet") => match kubelet::unavailable(&bin_dir) {
+            None => "kubelet".to_string(),
+            Some(why) => bail!("FERRY_DEV_NODE=kubelet, but a kubelet node cannot run here: {why}"),
+        },
+        Some(other) if !other.is_empty() => bail!("FERRY_DEV_NODE={other:?}: use kubelet or agent"),
+        _ => match kubelet::unavailable(&bin_dir) {
+            None => "kubelet".to_string(),
+            Some(why) => {
+                tracing::warn!(reason = %why, "real nodes unavailable; the node agent runs mover pods as processes");
+                "agent".to_string()
+            }
+        },
+    };
     let previous = layout.load()?.unwrap_or_default();
     let mut state = State { bin_dir: bin_dir.clone(), clusters: Vec::new() };
     let mut taken = network_slots_in_use();
@@ -256,6 +296,7 @@ pub async fn up(state_dir: &Path, opts: &UpOptions) -> anyhow::Result<StatusRepo
             nodes: opts.nodes,
             node_cpu: opts.node_cpu.clone(),
             node_memory: opts.node_memory.clone(),
+            node: node_mode.clone(),
             node_ip: {
                 // A cluster keeps its addresses for life: its Service range is stored in etcd.
                 let slot = match old.and_then(|c| c.network_slot()) {
@@ -274,6 +315,11 @@ pub async fn up(state_dir: &Path, opts: &UpOptions) -> anyhow::Result<StatusRepo
     }
     layout.save(&state)?;
 
+    if state.clusters.iter().any(ClusterState::kubelet_node) {
+        // Once, before the clusters start in parallel (each node imports it).
+        let (exe, images) = (std::env::current_exe()?, layout.root.join("images"));
+        tokio::task::spawn_blocking(move || image::ensure_archive(&exe, &images)).await?.context("building Ferry's image")?;
+    }
     let result = async {
         let mut tasks = Vec::new();
         for cluster in state.clusters.clone() {
@@ -292,7 +338,7 @@ pub async fn up(state_dir: &Path, opts: &UpOptions) -> anyhow::Result<StatusRepo
         Ok(clusters) => state.clusters = clusters,
         Err(e) => {
             // Never leave half a harness behind: stop what was started.
-            stop(&layout, None);
+            stop(&layout, Some(&state));
             return Err(e.context(format!("starting the clusters failed; component logs are under {}/<cluster>/logs/", layout.root.display())));
         }
     }
@@ -371,12 +417,12 @@ fn is_dns_label(s: &str) -> bool {
 }
 
 fn allocate_ports() -> anyhow::Result<Ports> {
-    let p = process::free_ports(6)?;
-    Ok(Ports { etcd: p[0], etcd_peer: p[1], apiserver: p[2], controller_manager: p[3], scheduler: p[4], kwok: p[5] })
+    let p = process::free_ports(8)?;
+    Ok(Ports { etcd: p[0], etcd_peer: p[1], apiserver: p[2], controller_manager: p[3], scheduler: p[4], kwok: p[5], kubelet: p[6], kubelet_healthz: p[7] })
 }
 
 fn ports_free(p: &Ports) -> bool {
-    [p.etcd, p.etcd_peer, p.apiserver, p.controller_manager, p.scheduler, p.kwok].iter().all(|&port| !process::port_in_use(port))
+    [p.etcd, p.etcd_peer, p.apiserver, p.controller_manager, p.scheduler, p.kwok, p.kubelet, p.kubelet_healthz].iter().all(|&port| port != 0 && !process::port_in_use(port))
 }
 
 /// Stop recorded pids and any stray component of this state dir. Returns how many were signalled.
@@ -390,6 +436,12 @@ fn stop(layout: &Layout, state: Option<&State>) -> usize {
         }
     }
     process::stop_all(&pids, Duration::from_secs(10));
+    // What real nodes leave behind: their containers, mounts, network namespaces, cgroups, bridge.
+    for c in state.map(|s| s.clusters.as_slice()).unwrap_or_default() {
+        if c.kubelet_node() {
+            kubelet::cleanup(layout, c);
+        }
+    }
     // Node agents remove their routes when they stop; after a crash (SIGKILL) they cannot.
     for c in state.map(|s| s.clusters.as_slice()).unwrap_or_default() {
         if c.network_slot().is_some() {
@@ -496,7 +548,8 @@ async fn start_cluster(layout: &Layout, bin: &Path, mut c: ClusterState) -> anyh
         format!("--client-ca-file={}", s(&pki.ca_cert())),
         format!("--service-cluster-ip-range={}", c.service_cidr()),
         "--service-node-port-range=30000-32767".into(),
-        "--authorization-mode=RBAC".into(),
+        // Node: the real node's kubelet (system:node:<name>) reads only what its pods need.
+        "--authorization-mode=Node,RBAC".into(),
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
         format!("--service-account-key-file={}", s(&pki.sa_pub())),
         format!("--service-account-signing-key-file={}", s(&pki.sa_key())),
@@ -554,10 +607,16 @@ async fn start_cluster(layout: &Layout, bin: &Path, mut c: ClusterState) -> anyh
     let me = std::env::current_exe().context("locating the ferry binary")?;
     let prov_args = vec!["dev".into(), "provisioner".into(), format!("--state={}", layout.root.display()), format!("--cluster={name}")];
     c.pids.insert("provisioner".into(), process::spawn(&me, &prov_args, &layout.log(&name, "provisioner"))?);
-    let node_args = vec![
+    let kubelet_node = c.kubelet_node();
+    let node_ip = if kubelet_node { kubelet::node_ip(&c) } else { c.node_ip.clone() };
+    let mut node_args = vec![
         "dev".into(), "node-agent".into(), format!("--state={}", layout.root.display()), format!("--cluster={name}"),
-        format!("--node-ip={}", c.node_ip), format!("--pod-ip-prefix={}", c.pod_ip_prefix()), format!("--service-cidr={}", c.service_cidr()),
+        format!("--node-ip={node_ip}"), format!("--pod-ip-prefix={}", c.pod_ip_prefix()), format!("--service-cidr={}", c.service_cidr()),
     ];
+    if kubelet_node {
+        kubelet::start(layout, bin, &mut c).await.map_err(|e| explain(e, layout, &c, "containerd"))?;
+        node_args.push("--proxy-only".into());
+    }
     c.pids.insert("node-agent".into(), process::spawn(&me, &node_args, &layout.log(&name, "node-agent"))?);
 
     let ca = pki.ca_cert();
@@ -569,6 +628,11 @@ async fn start_cluster(layout: &Layout, bin: &Path, mut c: ClusterState) -> anyh
         .await.map_err(|e| explain(e, layout, &c, "kube-scheduler"))?;
     wait_for(&format!("{name}: kwok /healthz"), t, || health::ok(p.kwok, "/healthz", None))
         .await.map_err(|e| explain(e, layout, &c, "kwok"))?;
+    if kubelet_node {
+        let cc = c.clone();
+        wait_for(&format!("{name}: kubelet /healthz"), t, || kubelet::healthy(&cc))
+            .await.map_err(|e| explain(e, layout, &c, "kubelet"))?;
+    }
 
     bootstrap::run(&client, &c).await.with_context(|| format!("{name}: bootstrapping nodes and storage"))?;
     Ok(c)
@@ -603,7 +667,7 @@ async fn cluster_status(layout: &Layout, c: &ClusterState) -> ClusterStatus {
     let ca = Pki { dir: layout.pki(&c.name) }.ca_cert();
     let mut components = Vec::new();
     let mut client = None;
-    for &comp in COMPONENTS {
+    for comp in c.components() {
         let pid = c.pids.get(comp).copied();
         let running = pid.is_some_and(|p| process::alive_with(p, &layout.root));
         let healthy = running && match comp {
@@ -621,6 +685,7 @@ async fn cluster_status(layout: &Layout, c: &ClusterState) -> ClusterStatus {
             "kube-controller-manager" => health::ok(c.ports.controller_manager, "/healthz", Some(&ca)).await,
             "kube-scheduler" => health::ok(c.ports.scheduler, "/healthz", Some(&ca)).await,
             "kwok" => health::ok(c.ports.kwok, "/healthz", None).await,
+            "kubelet" => kubelet::healthy(c).await,
             _ => true,
         };
         components.push(ComponentStatus { name: comp.to_string(), pid, running, healthy });

@@ -71,6 +71,9 @@ pub struct NodeOptions {
     pub pod_ip_prefix: String,
     /// The cluster's Service range, e.g. 10.96.0.0/16 (routed locally: ClusterIPs reach local pods).
     pub service_cidr: String,
+    /// A real kubelet is the node: run no pods, register nothing, only do
+    /// kube-proxy's part for endpoints in the pod range (which the node's bridge routes).
+    pub proxy_only: bool,
 }
 
 struct Running {
@@ -106,7 +109,8 @@ pub async fn run(state_dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
     // Pod IPs: a /16 that is local on this host (AnyIP on the loopback device), so every pod
     // can bind its own address and the EndpointSlice controller accepts it.
     let cidr = format!("{}.0.0/16", opts.pod_ip_prefix);
-    for range in [&cidr, &opts.service_cidr] {
+    let local_ranges: Vec<&String> = if opts.proxy_only { vec![&opts.service_cidr] } else { vec![&cidr, &opts.service_cidr] };
+    for &range in &local_ranges {
         let out = std::process::Command::new("ip").args(["route", "replace", "local", range, "dev", "lo"]).output().context("running ip (iproute2)")?;
         if !out.status.success() {
             bail!("cannot route {range} to the loopback device: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -120,8 +124,10 @@ pub async fn run(state_dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
     if std::fs::hard_link(&exe, &image).is_err() {
         std::fs::copy(&exe, &image).with_context(|| format!("copying {} to {}", exe.display(), image.display()))?;
     }
-    register(&client, &node, &opts).await.context("registering the node")?;
-    tracing::info!(node, ip = %opts.node_ip, "node agent started");
+    if !opts.proxy_only {
+        register(&client, &node, &opts).await.context("registering the node")?;
+    }
+    tracing::info!(node, ip = %opts.node_ip, proxy_only = opts.proxy_only, "node agent started");
 
     let proxies: Proxies = Arc::default();
     let mut pods: HashMap<String, PodRun> = HashMap::new();
@@ -130,13 +136,16 @@ pub async fn run(state_dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
     let mut last_proxy = Instant::now() - Duration::from_secs(60);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
-        if last_heartbeat.elapsed() > Duration::from_secs(10) {
+        if opts.proxy_only {
+            // Nothing of a node's own: only Services.
+        } else if last_heartbeat.elapsed() > Duration::from_secs(10) {
             if let Err(e) = heartbeat(&client, &node, &opts).await {
                 tracing::warn!(error = %format!("{e:#}"), "node heartbeat failed");
             }
             last_heartbeat = Instant::now();
         }
-        if let Err(e) = sync_pods(&client, &node, &opts, &root, &mut pods, &mut next_ip).await {
+        if opts.proxy_only {
+        } else if let Err(e) = sync_pods(&client, &node, &opts, &root, &mut pods, &mut next_ip).await {
             tracing::warn!(error = %format!("{e:#}"), "pod sync failed; retrying");
         }
         if last_proxy.elapsed() > Duration::from_millis(500) {
@@ -153,7 +162,7 @@ pub async fn run(state_dir: &Path, opts: NodeOptions) -> anyhow::Result<()> {
                         signal_group(&r.child, nix::sys::signal::Signal::SIGKILL);
                     }
                 }
-                for range in [&cidr, &opts.service_cidr] {
+                for &range in &local_ranges {
                     let _ = std::process::Command::new("ip").args(["route", "del", "local", range, "dev", "lo"]).output();
                 }
                 return Ok(());
@@ -967,6 +976,8 @@ async fn sync_node_ports(
     proxies: &Proxies,
 ) -> anyhow::Result<()> {
     let local_ips: std::collections::HashSet<&str> = pods.values().map(|p| p.ip.as_str()).collect();
+    let pod_prefix = format!("{}.", opts.pod_ip_prefix);
+    let local = |a: &str| if opts.proxy_only { a.starts_with(&pod_prefix) } else { local_ips.contains(a) };
     let services = Api::<Service>::all(client.clone())
         .list(&ListParams::default())
         .await?
@@ -1006,7 +1017,7 @@ async fn sync_node_ports(
                     for a in e
                         .addresses
                         .iter()
-                        .filter(|a| local_ips.contains(a.as_str()))
+                        .filter(|a| local(a.as_str()))
                     {
                         if let Ok(sa) = format!("{a}:{target_port}").parse() {
                             targets.push(sa);

@@ -89,6 +89,22 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A client certificate `CN=cn, O=org` signed by this cluster's CA (PEM cert, PEM key),
+    /// e.g. a kubelet's `system:node:<name>` in group `system:nodes`.
+    pub fn issue_client(&self, cn: &str, org: &str) -> anyhow::Result<(String, String)> {
+        let ca_key = KeyPair::from_pem(&fs::read_to_string(self.ca_key())?)?;
+        let issuer = Issuer::from_ca_cert_pem(&fs::read_to_string(self.ca_cert())?, ca_key)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = dn(cn, Some(org));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
 fn dn(cn: &str, org: Option<&str>) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);

@@ -15,7 +15,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// Names of the programs the harness runs (argv[0] basenames, or ferry's own subcommand).
-pub const COMPONENT_PROGRAMS: &[&str] = &["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"];
+pub const COMPONENT_PROGRAMS: &[&str] = &["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubelet", "containerd", "containerd-shim-runc-v2"];
 
 /// Spawn `program args…` detached, logging to `log`. Returns the pid.
 pub fn spawn(program: &Path, args: &[String], log: &Path) -> anyhow::Result<u32> {
@@ -90,6 +90,20 @@ pub fn find_components(root: &Path) -> Vec<u32> {
         }
     }
     found
+}
+
+/// Pids of live processes whose program (argv[0] basename) is `name`, any state dir.
+pub fn find_programs(name: &str) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|&pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
+                args_of(&raw).first().is_some_and(|a0| Path::new(a0).file_name().and_then(|s| s.to_str()) == Some(name))
+            }) && !is_zombie(pid)
+        })
+        .collect()
 }
 
 /// SIGTERM the pids, wait up to `grace`, then SIGKILL what is left and wait for it to go.

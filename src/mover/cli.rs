@@ -240,6 +240,25 @@ pub struct Tuning {
 /// Run a mover subcommand. Exit codes: 0 trees verified equal, 1 error or mismatch,
 /// 3 source changed during the pass (run another pass).
 pub async fn run(cmd: MoverCommand) -> anyhow::Result<ExitCode> {
+    // In a pod the mover is PID 1, where a signal without a handler is ignored:
+    // without this a deleted mover pod would wait out its whole grace period.
+    // Stopping mid-pass is safe — files land by rename, the next pass resumes.
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+    tokio::select! {
+        r = run_command(cmd) => r,
+        _ = term.recv() => {
+            tracing::warn!("SIGTERM: stopping the mover");
+            Ok(ExitCode::from(143))
+        }
+        _ = int.recv() => {
+            tracing::warn!("SIGINT: stopping the mover");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+async fn run_command(cmd: MoverCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         MoverCommand::Certs { out, sans, days } => {
             let m = certs::mint(&sans, days)?;

@@ -261,6 +261,8 @@ fn mover_pod(ns: &str, id: &str, claim: &str, role: &str, name: String, p: &Plac
         "metadata": {"name": name, "namespace": ns, "labels": mover_labels(id, role, claim), "annotations": {CLAIM: claim}},
         "spec": {
             "restartPolicy": restart,
+            // The mover stops on SIGTERM at once; a pass cut short resumes.
+            "terminationGracePeriodSeconds": 5,
             "automountServiceAccountToken": false,
             "enableServiceLinks": false,
             "securityContext": psc,
@@ -720,6 +722,25 @@ pub(super) async fn cleanup(m: &Migration<'_>, id: &str) -> anyhow::Result<()> {
             for o in c.list(av, kind, Some(ns), Some(&selector)).await? {
                 c.delete(&obj_ref(&o)).await?;
             }
+        }
+    }
+    // Wait until the mover pods are gone: a receiver still holding a
+    // ReadWriteOnce volume would keep the application from mounting it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    for c in [m.source, m.dest] {
+        loop {
+            if c.namespace(ns).await?.is_none() {
+                break;
+            }
+            let left = c.list("v1", "Pod", Some(ns), Some(&selector)).await?;
+            if left.is_empty() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let names: Vec<&str> = left.iter().filter_map(|p| p.pointer("/metadata/name").and_then(Value::as_str)).collect();
+                anyhow::bail!("mover pods {} in {ns} on {} did not terminate within 90 s of their deletion; check the node they run on", names.join(", "), c.name);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
     }
     Ok(())
