@@ -191,17 +191,21 @@ fn down_stops_everything_even_after_the_pids_were_lost() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("solo");
     let state_s = state.to_str().unwrap();
+    let _down = DownOnDrop(state.clone());
     let json = support::ferry(&["dev", "up", "--state", state_s, "--clusters", "solo", "--nodes", "1", "-o", "json"]);
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(report["clusters"][0]["name"], "solo");
-    assert_eq!(report["clusters"][0]["nodes_ready"], 2, "one kwok node and the node agent's");
+    assert_eq!(report["clusters"][0]["nodes_ready"], 2, "one kwok node and the real node");
     let server = report["clusters"][0]["server"].as_str().unwrap().to_string();
     let port: u16 = server.rsplit(':').next().unwrap().parse().unwrap();
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 
     let canonical = state.canonicalize().unwrap();
     let ours = || ferry::dev::process::find_components(&canonical);
-    assert_eq!(ours().len(), 7, "etcd, apiserver, controller-manager, scheduler, kwok, provisioner, node agent");
+    let components: Vec<String> = report["clusters"][0]["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
+    // etcd, apiserver, controller-manager, scheduler, kwok, provisioner, node agent (+ containerd and kubelet on a real node).
+    assert!(components.len() >= 7, "{components:?}");
+    assert_eq!(ours().len(), components.len(), "one process per component: {components:?}");
 
     // Simulate a crash that lost the recorded pids.
     let state_file = state.join("state.json");
@@ -211,6 +215,16 @@ fn down_stops_everything_even_after_the_pids_were_lost() {
 
     support::ferry(&["dev", "down", "--state", state_s]);
     assert!(ours().is_empty(), "processes left after down: {:?}", ours());
+    if components.iter().any(|c| c == "kubelet") {
+        // A real node leaves nothing on the host: no cgroup root, no bridge, no mounts.
+        let slot = st["clusters"][0]["node_ip"].as_str().unwrap().split('.').nth(2).unwrap().to_string();
+        assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/memory/ferry{slot}-solo")).exists(), "cgroup root left after down");
+        let links = std::process::Command::new("ip").args(["-br", "link"]).output().unwrap();
+        let links = String::from_utf8_lossy(&links.stdout);
+        assert!(!links.lines().any(|l| l.split_whitespace().next() == Some(&format!("ferry{slot}"))), "bridge ferry{slot} left: {links}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(canonical.to_str().unwrap()), "mounts left under {}", canonical.display());
+    }
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "API server port {port} still open");
 
     let out = std::process::Command::new(support::ferry_bin()).args(["dev", "status", "--state", state_s]).output().unwrap();
@@ -230,6 +244,7 @@ fn demo_moves_wordpress_with_its_data_through_git_and_back() {
     let state_dir = tmp.path().join("demo-state");
     let state = state_dir.to_str().unwrap();
     let h = support::Harness { state: state_dir.clone(), kubeconfig: state_dir.join("kubeconfig"), bin_dir: shared.bin_dir.clone() };
+    let _down = DownOnDrop(state_dir.clone());
     let where_live = |ctx: &str| {
         let out = h.kubectl(ctx, &["get", "namespace", "wordpress", "-o", "json"]);
         out.status.success() && {
@@ -265,4 +280,16 @@ fn demo_moves_wordpress_with_its_data_through_git_and_back() {
         assert!(moved > 90e6, "bytes moved {moved}: {out}");
     }
     support::ferry(&["dev", "down", "--state", state, "--purge"]);
+}
+
+/// Stops a test's own harness however the test ends (a failed assertion too):
+/// real nodes hold mounts, cgroups and a bridge on the host.
+struct DownOnDrop(std::path::PathBuf);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = std::process::Command::new(support::ferry_bin()).args(["dev", "down", "--purge", "--state"]).arg(&self.0).output();
+        }
+    }
 }

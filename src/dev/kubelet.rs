@@ -8,7 +8,7 @@
 //! config), `kubelet/` (root dir, config, kubeconfig, client cert), `cni/`
 //! (network config and IPAM state). Each cluster has its own containerd — two
 //! kubelets sharing one would garbage-collect each other's pods — and its own
-//! cgroup root (`/ferry-<cluster>`), bridge (`ferry<slot>`) and pod range
+//! cgroup root (`/ferry<slot>-<cluster>`), bridge (`ferry<slot>`) and pod range
 //! (`10.(200+slot).0.0/16`, gateway `.0.1`, which is also the node's
 //! InternalIP). Services are forwarded by the node agent in `--proxy-only`
 //! mode: kube-proxy keeps its rules in the host's one set of iptables chains,
@@ -66,8 +66,11 @@ fn containerd_socket(layout: &Layout, c: &ClusterState) -> PathBuf {
     dir(layout, c).join("containerd/containerd.sock")
 }
 
-fn cgroup_root(c: &ClusterState) -> String {
-    format!("ferry-{}", c.name)
+/// Unique among the harness clusters running on this machine (two harnesses may
+/// both have an `east`): a kubelet removes pod cgroups under its root that are
+/// not its own pods'.
+pub fn cgroup_root(c: &ClusterState) -> String {
+    format!("ferry{}-{}", c.network_slot().unwrap_or(0), c.name)
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<std::process::Output> {
@@ -97,7 +100,7 @@ pub async fn start(layout: &Layout, bin_dir: &Path, c: &mut ClusterState) -> any
     ip(&["link", "set", &br, "up"])?;
     fs::write(cni.join("net.d/10-ferry.conflist"), serde_json::to_vec_pretty(&serde_json::json!({
         "cniVersion": "1.0.0",
-        "name": format!("ferry-{}", c.name),
+        "name": cgroup_root(c),
         "plugins": [{
             "type": "bridge", "bridge": br, "isGateway": true, "ipMasq": false, "hairpinMode": true,
             "ipam": {

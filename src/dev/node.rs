@@ -1,10 +1,11 @@
-//! The harness's one real node per cluster: a small node agent that does a
-//! kubelet's job for Ferry's own image, so that mover pods really run and
+//! The node agent: kube-proxy's part for every harness cluster and, where a
+//! real kubelet cannot run ([`super::kubelet::unavailable`], or
+//! `FERRY_DEV_NODE=agent`), a small stand-in for the kubelet that runs pods of
+//! Ferry's own image as processes, so that mover pods still really run and
 //! really mount their volumes while scheduling, Services, EndpointSlices and
 //! pod status all go through the real API server.
 //!
-//! Why not a kubelet: the machine has no container registry, and kwok's nodes
-//! run nothing. The node agent registers a Node (`<cluster>-mover`, labelled
+//! As a stand-in node it registers a Node (`<cluster>-mover`, labelled
 //! `ferry.dev/mover=true`, tainted `ferry.dev/mover=true:NoSchedule` so that
 //! only pods tolerating it land there), keeps its Lease and Ready condition
 //! fresh, and for each pod bound to it:
@@ -24,7 +25,8 @@
 //!   termination messages in the pod status;
 //! - honours deletion (SIGTERM, grace period, SIGKILL, then the final delete).
 //!
-//! It also does kube-proxy's part for NodePort Services: it listens on
+//! In both modes it does kube-proxy's part for Services (kube-proxy keeps its
+//! rules in the host's one set of iptables chains; two would fight): it listens on
 //! `NODE_IP:nodePort` and forwards to the ready endpoints of the Service's
 //! EndpointSlices that live on this node.
 //!
