@@ -30,5 +30,16 @@ if ! target/debug/ferry dev up --state "$FERRY_TEST_STATE"; then
   target/debug/ferry dev up --state "$FERRY_TEST_STATE"
 fi
 
-cargo test --no-fail-fast --all-targets "$@"
-echo "[test] wall time: $(( $(date +%s) - start ))s" >&2
+# Every test binary's summary is kept in this log and checked below: a harness
+# or runner problem must not leave a test unrun without anyone noticing.
+summary=target/test-summary.log
+cargo test --no-fail-fast --all-targets "$@" 2>&1 | tee "$summary"
+rc=${PIPESTATUS[0]}
+ran=$(grep -cE '^test .* \.\.\. (ok|FAILED|ignored)$' "$summary" || true)
+listed=$(grep -E '^running [0-9]+ tests?$' "$summary" | awk '{s+=$2} END{print s+0}')
+echo "[test] $ran of $listed tests reported a result; wall time: $(( $(date +%s) - start ))s" >&2
+if [ "$rc" = 0 ] && [ "$ran" != "$listed" ]; then
+  echo "[test] some tests never reported a result" >&2
+  exit 1
+fi
+exit "$rc"
