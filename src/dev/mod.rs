@@ -118,6 +118,53 @@ impl ClusterState {
 /// 10.(200+N).0.0/16 and Services 10.(95+N).0.0/16, all routed to the loopback device.
 pub const NETWORK_SLOTS: u16 = 28;
 
+/// Machine-wide reservations of network slots: `/run/ferry-dev/slots/<N>`
+/// holds the state directory that owns slot N (until `dev down --purge`, or
+/// until that directory is gone).
+mod slots {
+    use std::collections::BTreeSet;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    const DIR: &str = "/run/ferry-dev/slots";
+
+    pub fn lock() -> anyhow::Result<fs::File> {
+        use fs2::FileExt;
+        fs::create_dir_all(DIR)?;
+        let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(Path::new(DIR).join(".lock"))?;
+        f.lock_exclusive()?;
+        Ok(f)
+    }
+
+    fn owners() -> Vec<(u16, PathBuf)> {
+        fs::read_dir(DIR)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| Some((e.file_name().to_str()?.parse::<u16>().ok()?, PathBuf::from(fs::read_to_string(e.path()).ok()?.trim()))))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Slots held by other state directories that still exist.
+    pub fn reserved_by_others(root: &Path) -> BTreeSet<u16> {
+        owners().into_iter().filter(|(_, owner)| owner != root && owner.join("state.json").exists()).map(|(s, _)| s).collect()
+    }
+
+    pub fn reserve(slot: u16, root: &Path) -> anyhow::Result<()> {
+        fs::write(Path::new(DIR).join(slot.to_string()), root.display().to_string())?;
+        Ok(())
+    }
+
+    pub fn release(root: &Path) {
+        for (slot, owner) in owners() {
+            if owner == root {
+                let _ = fs::remove_file(Path::new(DIR).join(slot.to_string()));
+            }
+        }
+    }
+}
+
 /// Slots whose pod range some running node agent has routed locally.
 fn network_slots_in_use() -> std::collections::BTreeSet<u16> {
     let out = std::process::Command::new("ip").args(["route", "show", "table", "local"]).output();
@@ -282,7 +329,12 @@ pub async fn up(state_dir: &Path, opts: &UpOptions) -> anyhow::Result<StatusRepo
     };
     let previous = layout.load()?.unwrap_or_default();
     let mut state = State { bin_dir: bin_dir.clone(), clusters: Vec::new() };
+    // Slots are machine-wide: reserve them under a lock, so that two harnesses
+    // starting at the same time (or one restarting while another starts) never
+    // share one — they would share pod ranges, bridges and cgroup roots.
+    let _slots_lock = slots::lock()?;
     let mut taken = network_slots_in_use();
+    taken.extend(slots::reserved_by_others(&layout.root));
     for name in opts.clusters.iter() {
         let old = previous.clusters.iter().find(|c| &c.name == name);
         let ports = match old {
@@ -309,6 +361,7 @@ pub async fn up(state_dir: &Path, opts: &UpOptions) -> anyhow::Result<StatusRepo
                 }
                 .context("every harness network slot is in use (ip route show table local | grep 'local 10.2'); stop other harnesses")?;
                 taken.insert(slot);
+                slots::reserve(slot, &layout.root)?;
                 format!("127.0.{slot}.1")
             },
         });
@@ -376,6 +429,7 @@ pub fn down(state_dir: &Path, purge: bool) -> anyhow::Result<()> {
     }
     tracing::info!(processes = stopped, state = %layout.root.display(), "harness stopped");
     if purge {
+        slots::release(&layout.root);
         // Volumes' files may belong to other users; remove_dir_all copes as root.
         fs::remove_dir_all(&layout.root).with_context(|| format!("removing {}", layout.root.display()))?;
     }

@@ -176,6 +176,26 @@ pub struct MoverSpec {
     /// Ferry's image for the mover pods (default: this Ferry's release image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Move volume data through an S3 bucket instead of a direct TLS connection
+    /// (for clusters that cannot reach each other). Credentials come from
+    /// Ferry's environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// optional `AWS_SESSION_TOKEN`) and reach the mover pods in a Secret that
+    /// is deleted with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3MoverSpec>,
+}
+
+/// Where the S3 transport keeps a migration's chunks and manifests.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct S3MoverSpec {
+    /// `http(s)://host[:port]`, reachable from the mover pods of both clusters (path-style addressing).
+    pub endpoint: String,
+    /// `s3://BUCKET[/PREFIX]`; each claim of a migration gets its own prefix below it.
+    pub bucket: String,
+    /// Signing region (default us-east-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// Exactly one way of reaching a cluster.

@@ -126,6 +126,9 @@ pub enum MoverCommand {
         /// Create the bucket if it does not exist.
         #[arg(long)]
         create_bucket: bool,
+        /// Also write the JSON report to this file (a pod's /dev/termination-log).
+        #[arg(long)]
+        report_file: Option<PathBuf>,
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
@@ -145,6 +148,9 @@ pub enum MoverCommand {
         /// Fail unless the pass's recorded sender tree hash is this one (from the push's report).
         #[arg(long)]
         expect_tree_hash: Option<String>,
+        /// Also write the JSON report to this file (a pod's /dev/termination-log).
+        #[arg(long)]
+        report_file: Option<PathBuf>,
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
@@ -293,9 +299,7 @@ async fn run_command(cmd: MoverCommand) -> anyhow::Result<ExitCode> {
                 progress: output == OutputFormat::Table && std::io::stderr().is_terminal(),
             };
             let rep = send::send(opts).await?;
-            if let Some(f) = &report_file {
-                std::fs::write(f, serde_json::to_vec(&rep)?).map_err(|e| anyhow::anyhow!("writing the report to {}: {e}", f.display()))?;
-            }
+            write_report(report_file.as_deref(), &rep)?;
             finish(&rep, output)
         }
         MoverCommand::Copy { src, dst, state, tuning, output } => {
@@ -332,17 +336,26 @@ async fn run_command(cmd: MoverCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        MoverCommand::S3Push { dir, s3, state, compress, create_bucket, output } => {
+        MoverCommand::S3Push { dir, s3, state, compress, create_bucket, report_file, output } => {
             let opts = bucket::PushOptions { client: s3.client()?, src: dir, state, jobs: s3.jobs, compress, create_bucket };
             let rep = bucket::push(opts).await?;
+            write_report(report_file.as_deref(), &rep)?;
             finish_s3(&rep, output)
         }
-        MoverCommand::S3Pull { dir, s3, state, pass, expect_tree_hash, output } => {
+        MoverCommand::S3Pull { dir, s3, state, pass, expect_tree_hash, report_file, output } => {
             let opts = bucket::PullOptions { client: s3.client()?, dst: dir, state, jobs: s3.jobs, pass, expect_tree_hash };
             let rep = bucket::pull(opts).await?;
+            write_report(report_file.as_deref(), &rep)?;
             finish_s3(&rep, output)
         }
     }
+}
+
+fn write_report(file: Option<&std::path::Path>, rep: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(f) = file {
+        std::fs::write(f, serde_json::to_vec(rep)?).map_err(|e| anyhow::anyhow!("writing the report to {}: {e}", f.display()))?;
+    }
+    Ok(())
 }
 
 fn finish_s3(rep: &S3Report, output: OutputFormat) -> anyhow::Result<ExitCode> {

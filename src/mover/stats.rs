@@ -99,6 +99,9 @@ pub struct S3Report {
     pub entries: u64,
     /// Regular files (content-carrying) in the tree.
     pub files_total: u64,
+    /// Their total size in bytes (apparent size; holes count).
+    #[serde(default)]
+    pub bytes_total: u64,
     /// Push: files with at least one chunk uploaded. Pull: files written.
     pub files_sent: u64,
     /// Push: files re-read (not served by the hash cache). Pull: 0.

@@ -70,6 +70,16 @@ pub struct MigrateArgs {
     /// Ferry's image for the mover pods.
     #[arg(long)]
     pub mover_image: Option<String>,
+    /// Move volume data through this S3 bucket (`s3://BUCKET[/PREFIX]`) instead of a direct
+    /// connection; needs --mover-s3-endpoint and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.
+    #[arg(long, requires = "mover_s3_endpoint")]
+    pub mover_s3_bucket: Option<String>,
+    /// S3 endpoint `http(s)://host[:port]` reachable from both clusters' mover pods.
+    #[arg(long, requires = "mover_s3_bucket")]
+    pub mover_s3_endpoint: Option<String>,
+    /// S3 signing region.
+    #[arg(long)]
+    pub mover_s3_region: Option<String>,
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }
@@ -81,7 +91,12 @@ pub enum StrategyArg {
     PreCopy,
 }
 
-fn apply_mover_flags(args: &MigrateArgs, spec: &mut Spec) {
+fn apply_mover_flags(args: &MigrateArgs, spec: &mut Spec) -> anyhow::Result<()> {
+    if let (Some(bucket), Some(endpoint)) = (&args.mover_s3_bucket, &args.mover_s3_endpoint) {
+        let s3 = crate::model::S3MoverSpec { endpoint: endpoint.clone(), bucket: bucket.clone(), region: args.mover_s3_region.clone() };
+        crate::pipeline::volumes::check_s3(&s3).map_err(|e| anyhow::anyhow!("--mover-s3-*: {e}"))?;
+        spec.mover.s3 = Some(s3);
+    }
     if let Some(s) = args.strategy {
         spec.strategy = match s {
             StrategyArg::StopCopyStart => crate::model::Strategy::StopCopyStart,
@@ -97,6 +112,7 @@ fn apply_mover_flags(args: &MigrateArgs, spec: &mut Spec) {
     if let Some(i) = &args.mover_image {
         spec.mover.image = i.clone();
     }
+    Ok(())
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -128,7 +144,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         ),
         ..Spec::new(&args.namespace, &args.placement_commit)
     };
-    apply_mover_flags(&args, &mut spec);
+    apply_mover_flags(&args, &mut spec)?;
     execute(spec, &source, &dest, args.output).await
 }
 
@@ -165,7 +181,7 @@ async fn run_with_repo(args: &MigrateArgs, repo: &str) -> anyhow::Result<ExitCod
     for (k, v) in &args.storage_class_map {
         spec.storage_class_map.insert(k.clone(), v.clone());
     }
-    apply_mover_flags(args, &mut spec);
+    apply_mover_flags(args, &mut spec)?;
     execute(spec, &source, &dest, args.output).await
 }
 

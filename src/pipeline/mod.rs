@@ -146,6 +146,10 @@ impl Spec {
             if let Some(i) = &ms.image {
                 mover.image = i.clone();
             }
+            if let Some(s3) = &ms.s3 {
+                volumes::check_s3(s3).map_err(|e| anyhow::anyhow!("{}: spec.mover.s3: {e}", cluster.file))?;
+                mover.s3 = Some(s3.clone());
+            }
         }
         Ok(Spec {
             strategy: placement.spec.strategy,

@@ -47,6 +47,8 @@ const CLAIM: &str = "ferry.dev/claim";
 /// Port of the receiver.
 pub const PORT: u16 = 7443;
 const RECEIVER_SECRET: &str = "ferry-mover-receiver";
+/// The S3 transport's credentials, in both namespaces while the migration runs.
+const S3_SECRET: &str = "ferry-mover-s3";
 const SENDER_SECRET: &str = "ferry-mover-sender";
 /// Pre-copy stops when a pass sent at most this much…
 pub const PRECOPY_SMALL_BYTES: u64 = 64 * 1024 * 1024;
@@ -86,6 +88,8 @@ pub struct MoverSettings {
     pub address: Option<String>,
     /// Longest a sender pod may run.
     pub pass_timeout: Duration,
+    /// Move the data through this S3 bucket instead of a direct connection.
+    pub s3: Option<crate::model::S3MoverSpec>,
 }
 
 impl Default for MoverSettings {
@@ -95,6 +99,7 @@ impl Default for MoverSettings {
             service_type: ServiceType::ClusterIP,
             address: None,
             pass_timeout: Duration::from_secs(6 * 3600),
+            s3: None,
         }
     }
 }
@@ -321,6 +326,73 @@ pub fn sender_pod(ns: &str, id: &str, claim: &str, pass: u32, to: &str, image: &
     mover_pod(ns, id, claim, "sender", format!("ferry-send-{}-{pass}", volume_key(claim)), p, container, volumes, "Never", user)
 }
 
+/// Check an S3 transport setting (pure).
+pub fn check_s3(s3: &crate::model::S3MoverSpec) -> Result<(), String> {
+    if !(s3.endpoint.starts_with("http://") || s3.endpoint.starts_with("https://")) {
+        return Err(format!("endpoint {:?} must start with http:// or https://", s3.endpoint));
+    }
+    match s3.bucket.strip_prefix("s3://").map(|r| r.split('/').next().unwrap_or_default()) {
+        Some(b) if !b.is_empty() => Ok(()),
+        _ => Err(format!("bucket {:?} must look like s3://BUCKET[/PREFIX]", s3.bucket)),
+    }
+}
+
+/// Where one claim's passes of one migration live in the bucket (pure).
+pub fn s3_location(s3: &crate::model::S3MoverSpec, ns: &str, id: &str, claim: &str) -> String {
+    format!("{}/{ns}/{id}/{claim}", s3.bucket.trim_end_matches('/'))
+}
+
+fn s3_flags(s3: &crate::model::S3MoverSpec, location: &str) -> Vec<Value> {
+    let mut v = vec![json!("--bucket"), json!(location), json!("--endpoint"), json!(s3.endpoint)];
+    if let Some(r) = &s3.region {
+        v.extend([json!("--region"), json!(r)]);
+    }
+    v
+}
+
+fn s3_env() -> Value {
+    let key = |name: &str, optional: bool| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": S3_SECRET, "key": name, "optional": optional}}});
+    json!([key("AWS_ACCESS_KEY_ID", false), key("AWS_SECRET_ACCESS_KEY", false), key("AWS_SESSION_TOKEN", true)])
+}
+
+/// The S3 transport's sender of pass `pass` (pure): pushes the claim, mounted
+/// read-only, into the bucket as content-addressed chunks plus a manifest.
+#[allow(clippy::too_many_arguments)]
+pub fn s3_push_pod(ns: &str, id: &str, claim: &str, pass: u32, location: &str, s3: &crate::model::S3MoverSpec, image: &str, p: &Placement, user: Option<(i64, i64)>) -> Value {
+    let mut command = vec![json!("ferry"), json!("mover"), json!("s3-push"), json!("--dir"), json!("/data"), json!("--create-bucket")];
+    command.extend(s3_flags(s3, location));
+    command.extend(["-o", "json", "--report-file", "/dev/termination-log"].map(|x| json!(x)));
+    let container = json!({
+        "name": "sender",
+        "image": image,
+        "command": command,
+        "env": s3_env(),
+        "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": true}],
+    });
+    let volumes = json!([{"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": true}}]);
+    mover_pod(ns, id, claim, "sender", format!("ferry-send-{}-{pass}", volume_key(claim)), p, container, volumes, "Never", user)
+}
+
+/// The S3 transport's receiver of pass `pass` (pure): pulls that pass into the
+/// destination claim and fails unless its tree hash is the sender's.
+#[allow(clippy::too_many_arguments)]
+pub fn s3_pull_pod(ns: &str, id: &str, claim: &str, pass: u32, location: &str, s3: &crate::model::S3MoverSpec, manifest: &str, sender_hash: &str, image: &str, p: &Placement) -> Value {
+    let mut command = vec![json!("ferry"), json!("mover"), json!("s3-pull"), json!("--dir"), json!("/data")];
+    command.extend(s3_flags(s3, location));
+    command.extend(["--pass", manifest, "--expect-tree-hash", sender_hash, "-o", "json", "--report-file", "/dev/termination-log"].map(|x| json!(x)));
+    let container = json!({
+        "name": "receiver",
+        "image": image,
+        "command": command,
+        "env": s3_env(),
+        "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    });
+    let volumes = json!([{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]);
+    mover_pod(ns, id, claim, "receiver", format!("ferry-pull-{}-{pass}", volume_key(claim)), p, container, volumes, "Never", None)
+}
+
 /// The Service in front of a receiver (pure).
 pub fn receiver_service(ns: &str, id: &str, claim: &str, t: ServiceType) -> Value {
     json!({
@@ -381,6 +453,21 @@ async fn pv_of(c: &Cluster, claim: &Value) -> anyhow::Result<Option<Value>> {
 /// Certificates in the two Secrets (minted once per migration; reused on resume).
 async fn ensure_certs(m: &Migration<'_>, id: &str) -> anyhow::Result<()> {
     let ns = &m.spec.namespace;
+    if m.spec.mover.s3.is_some() {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let (Some(key), Some(secret_key)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) else {
+            bail!("the S3 transport needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in Ferry's environment (they reach the mover pods in the Secret {S3_SECRET}, deleted afterwards)");
+        };
+        let token = var("AWS_SESSION_TOKEN");
+        let mut files = vec![("AWS_ACCESS_KEY_ID", key.as_str()), ("AWS_SECRET_ACCESS_KEY", secret_key.as_str())];
+        if let Some(t) = &token {
+            files.push(("AWS_SESSION_TOKEN", t.as_str()));
+        }
+        for c in [m.source, m.dest] {
+            c.apply(&secret(ns, id, S3_SECRET, &files)).await?;
+        }
+        return Ok(());
+    }
     let r = |name: &str| ObjectRef { api_version: "v1".into(), kind: "Secret".into(), namespace: Some(ns.clone()), name: name.into() };
     let ours = |s: &Option<Value>| s.as_ref().and_then(|s| s.pointer("/metadata/labels").and_then(|l| l.get(labels::MIGRATION))).and_then(Value::as_str) == Some(id);
     if ours(&m.dest.get(&r(RECEIVER_SECRET)).await?) && ours(&m.source.get(&r(SENDER_SECRET)).await?) {
@@ -411,6 +498,10 @@ fn waiting_reason(p: &Value) -> Option<String> {
 /// Receiver pod + Service for `claim` on the destination; returns the address the sender dials.
 async fn ensure_receiver(m: &Migration<'_>, id: &str, claim: &str) -> anyhow::Result<String> {
     let ns = &m.spec.namespace;
+    if let Some(s3) = &m.spec.mover.s3 {
+        // Nothing listens: each pass's receiver is a pod that pulls from the bucket.
+        return Ok(s3_location(s3, ns, id, claim));
+    }
     let dest_claim = m.dest.get(&ObjectRef { api_version: "v1".into(), kind: "PersistentVolumeClaim".into(), namespace: Some(ns.clone()), name: claim.into() }).await?
         .with_context(|| format!("claim {claim} is missing on {} (the apply stage creates it)", m.dest.name))?;
     let pv = pv_of(m.dest, &dest_claim).await?;
@@ -491,33 +582,105 @@ async fn pass_as(m: &Migration<'_>, id: &str, claim: &Value, n: u32, to: &str, r
     let users = if running { users_of(&m.source.list("v1", "Pod", Some(ns), None).await?, &cname) } else { Vec::new() };
     let pv = pv_of(m.source, claim).await?;
     let p = placement(pv.as_ref(), claim, &users, has_mover_nodes(m.source).await?).map_err(|b| anyhow::anyhow!(b.0))?;
-    let pod = sender_pod(ns, id, &cname, n, to, &m.spec.mover.image, &p, user);
-    let r = obj_ref(&pod);
-    if m.source.get(&r).await?.is_some() {
-        // Left over from a run that was interrupted: start the pass afresh.
-        delete_and_wait(m.source, &r).await?;
+    let when = if running { "(application running)" } else { "(final)" };
+    if let Some(s3) = &m.spec.mover.s3 {
+        return s3_pass(m, id, &cname, n, to, s3, &p, user, when).await;
     }
-    m.source.create(&pod).await?;
-    let deadline = tokio::time::Instant::now() + m.spec.mover.pass_timeout;
-    let live = loop {
-        let live = m.source.get(&r).await?.context("sender pod vanished")?;
-        if let Some("Succeeded" | "Failed") = live.pointer("/status/phase").and_then(Value::as_str) {
-            break live;
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("pass {n} of claim {cname} did not finish within {}s", m.spec.mover.pass_timeout.as_secs());
-        }
-        m.progress.detail(&format!("{cname}: pass {n} {}", if running { "(application running)" } else { "(final)" }));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    m.source.delete(&r).await?;
-    let term = live.pointer("/status/containerStatuses/0/state/terminated").cloned().unwrap_or(Value::Null);
-    let code = term["exitCode"].as_i64().unwrap_or(-1);
-    let message = term["message"].as_str().unwrap_or("").trim().to_string();
+    let pod = sender_pod(ns, id, &cname, n, to, &m.spec.mover.image, &p, user);
+    let (code, message) = run_to_end(m, m.source, &pod, &format!("{cname}: pass {n} {when}")).await
+        .with_context(|| format!("pass {n} of claim {cname}"))?;
     match serde_json::from_str::<Report>(&message) {
         Ok(rep) if code == 0 || code == 3 => Ok(rep),
         _ => bail!("pass {n} of claim {cname} failed (sender exit code {code}): {}", if message.is_empty() { "no message".into() } else { message }),
     }
+}
+
+/// Run a run-to-completion mover pod on `c`; returns its exit code and
+/// termination message, and deletes it.
+async fn run_to_end(m: &Migration<'_>, c: &Cluster, pod: &Value, detail: &str) -> anyhow::Result<(i64, String)> {
+    let r = obj_ref(pod);
+    if c.get(&r).await?.is_some() {
+        // Left over from a run that was interrupted: start afresh.
+        delete_and_wait(c, &r).await?;
+    }
+    c.create(pod).await?;
+    let deadline = tokio::time::Instant::now() + m.spec.mover.pass_timeout;
+    let live = loop {
+        let live = c.get(&r).await?.with_context(|| format!("pod {} vanished", r.name))?;
+        if let Some("Succeeded" | "Failed") = live.pointer("/status/phase").and_then(Value::as_str) {
+            break live;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("pod {} on {} did not finish within {}s", r.name, c.name, m.spec.mover.pass_timeout.as_secs());
+        }
+        m.progress.detail(detail);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    c.delete(&r).await?;
+    let term = live.pointer("/status/containerStatuses/0/state/terminated").cloned().unwrap_or(Value::Null);
+    let code = term["exitCode"].as_i64().unwrap_or(-1);
+    let mut message = term["message"].as_str().unwrap_or("").trim().to_string();
+    if message.is_empty() && code != 0 {
+        // Killed before it could say anything: say what the kubelet saw.
+        message = format!("{} (pod {}: {})", term["reason"].as_str().unwrap_or("no message"), r.name, live.pointer("/status/reason").or(live.pointer("/status/message")).and_then(Value::as_str).unwrap_or("no pod reason"));
+    }
+    Ok((code, message))
+}
+
+/// One pass through the bucket: a push pod on the source, then (when the push
+/// published a consistent pass) a pull pod on the destination that verifies
+/// the sender's tree hash. Reported like a direct pass.
+#[allow(clippy::too_many_arguments)]
+async fn s3_pass(m: &Migration<'_>, id: &str, cname: &str, n: u32, location: &str, s3: &crate::model::S3MoverSpec, p: &Placement, user: Option<(i64, i64)>, when: &str) -> anyhow::Result<Report> {
+    let ns = &m.spec.namespace;
+    let image = &m.spec.mover.image;
+    let failed = |who: &str, code: i64, message: String| anyhow::anyhow!("pass {n} of claim {cname} failed ({who} exit code {code}): {}", if message.is_empty() { "no message".into() } else { message });
+    let pod = s3_push_pod(ns, id, cname, n, location, s3, image, p, user);
+    let (code, message) = run_to_end(m, m.source, &pod, &format!("{cname}: pass {n} {when}: pushing to {location}")).await?;
+    let push = match serde_json::from_str::<crate::mover::stats::S3Report>(&message) {
+        Ok(r) if code == 0 || code == 3 => r,
+        _ => return Err(failed("s3-push", code, message)),
+    };
+    let mut rep = Report {
+        source: push.source.clone(),
+        destination: location.to_string(),
+        entries: push.entries,
+        files_total: push.files_total,
+        bytes_total: push.bytes_total,
+        files_sent: push.files_sent,
+        files_skipped: push.files_skipped,
+        unstable_files: push.unstable_files,
+        file_bytes_sent: push.file_bytes_transferred,
+        wire_bytes_sent: push.bytes_uploaded,
+        compression: push.compression,
+        streams: push.jobs,
+        duration_ms: push.duration_ms,
+        sender_tree_hash: push.sender_tree_hash.clone(),
+        ..Default::default()
+    };
+    if push.unstable_files > 0 || push.pass.is_empty() {
+        // Files changed while being read: nothing consistent was published; the next pass retries.
+        return Ok(rep);
+    }
+    let dest_claim = m.dest.get(&ObjectRef { api_version: "v1".into(), kind: "PersistentVolumeClaim".into(), namespace: Some(ns.clone()), name: cname.into() }).await?
+        .with_context(|| format!("claim {cname} is missing on {} (the apply stage creates it)", m.dest.name))?;
+    let pv = pv_of(m.dest, &dest_claim).await?;
+    let dp = placement(pv.as_ref(), &dest_claim, &[], has_mover_nodes(m.dest).await?).map_err(|b| anyhow::anyhow!(b.0))?;
+    let pod = s3_pull_pod(ns, id, cname, n, location, s3, &push.pass, &push.sender_tree_hash, image, &dp);
+    let (code, message) = run_to_end(m, m.dest, &pod, &format!("{cname}: pass {n} {when}: pulling from {location}")).await?;
+    let pull = match serde_json::from_str::<crate::mover::stats::S3Report>(&message) {
+        Ok(r) if code == 0 => r,
+        _ => return Err(failed("s3-pull", code, message)),
+    };
+    rep.entries_deleted = pull.entries_deleted;
+    rep.wire_bytes_received = pull.bytes_downloaded;
+    rep.duration_ms += pull.duration_ms;
+    rep.receiver_tree_hash = pull.receiver_tree_hash.clone();
+    rep.ok = pull.ok && pull.receiver_tree_hash == push.sender_tree_hash;
+    if let Some(r) = pull.receiver {
+        rep.receiver = r;
+    }
+    Ok(rep)
 }
 
 async fn delete_and_wait(c: &Cluster, r: &ObjectRef) -> anyhow::Result<()> {
