@@ -33,8 +33,10 @@ fi
 # Every test binary's summary is kept in this log and checked below: a harness
 # or runner problem must not leave a test unrun without anyone noticing.
 summary=target/test-summary.log
+set +e
 cargo test --no-fail-fast --all-targets "$@" 2>&1 | tee "$summary"
 rc=${PIPESTATUS[0]}
+set -e
 ran=$(grep -cE '^test .* \.\.\. (ok|FAILED|ignored)$' "$summary" || true)
 listed=$(grep -E '^running [0-9]+ tests?$' "$summary" | awk '{s+=$2} END{print s+0}')
 echo "[test] $ran of $listed tests reported a result; wall time: $(( $(date +%s) - start ))s" >&2

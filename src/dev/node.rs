@@ -1074,21 +1074,34 @@ async fn sync_node_ports(
                 };
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    // Like kube-proxy between an endpoint turning ready and the rules being in place: wait a little.
-                    let mut target = None;
-                    for _ in 0..50 {
-                        target = shared.read().expect("lock").first().copied();
-                        if target.is_some() {
-                            break;
+                    // The connection is accepted before an endpoint is known to
+                    // answer (kube-proxy's rules would simply not match yet): keep
+                    // trying the Service's current endpoints for a while, as its
+                    // list follows the EndpointSlices, before giving up.
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    let mut attempt = 0usize;
+                    let mut outbound = None;
+                    while outbound.is_none() && Instant::now() < deadline {
+                        let targets = shared.read().expect("lock").clone();
+                        if !targets.is_empty() {
+                            let target = targets[attempt % targets.len()];
+                            attempt += 1;
+                            match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(target)).await {
+                                Ok(Ok(s)) => outbound = Some(s),
+                                _ => tracing::debug!(%target, "endpoint did not answer; retrying"),
+                            }
                         }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if outbound.is_none() {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
                     }
-                    let Some(target) = target else { return };
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = inbound.set_nodelay(true);
-                        let _ = outbound.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
+                    let Some(mut outbound) = outbound else {
+                        tracing::warn!("no endpoint of the Service answered within 30 s; closing the connection");
+                        return;
+                    };
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                 });
             }
         });
