@@ -317,3 +317,24 @@ fn a_tampered_chunk_fails_the_pull() {
     s3.ok("s3-pull", &dst, "s3://ferry-test/t", &[]);
     treecheck::assert_same(&src, &dst);
 }
+
+/// The claims of one migration push at the same time, each with --create-bucket:
+/// whoever loses the race to create the bucket still pushes (409 is not an error).
+#[test]
+fn parallel_pushes_that_both_create_the_bucket_succeed() {
+    let w = Work::new();
+    let s3 = S3Server::start(&w.path("bucket-root"));
+    let mut pushes = Vec::new();
+    for i in 0..4 {
+        let src = w.path(&format!("src{i}"));
+        write(&src.join("f"), &bytes(i, 4096));
+        pushes.push(s3.ferry("s3-push", &src, &format!("s3://racing-bucket/claim{i}"), SECRET_KEY, &[]).spawn().unwrap());
+    }
+    for (i, p) in pushes.into_iter().enumerate() {
+        let out = p.wait_with_output().unwrap();
+        assert!(out.status.success(), "push {i}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    for i in 0..4 {
+        assert!(!s3.chunk_files(&format!("racing-bucket/claim{i}")).is_empty(), "claim{i} pushed its chunk");
+    }
+}

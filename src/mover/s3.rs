@@ -264,10 +264,13 @@ impl Client {
     pub async fn check_bucket(&self, create: bool) -> Result<()> {
         match self.request(Method::HEAD, "", &[], Bytes::new()).await {
             Ok(_) => Ok(()),
-            Err(e) if e.status == 404 && create => {
-                self.request(Method::PUT, "", &[], Bytes::new()).await.map_err(|e| e.into_mover())?;
-                Ok(())
-            }
+            Err(e) if e.status == 404 && create => match self.request(Method::PUT, "", &[], Bytes::new()).await {
+                Ok(_) => Ok(()),
+                // Created meanwhile by another pusher (claims of one migration push in
+                // parallel): fine if we can use it.
+                Err(e) if e.status == 409 && self.request(Method::HEAD, "", &[], Bytes::new()).await.is_ok() => Ok(()),
+                Err(e) => Err(e.into_mover()),
+            },
             Err(e) if e.status == 404 => {
                 Err(MoverError::Config(format!("bucket {} does not exist on {} (create it, or pass --create-bucket)", self.loc.bucket, self.loc.endpoint)))
             }
