@@ -1028,9 +1028,10 @@ async fn sync_node_ports(
                 }
             }
             if let Some(ip) = &cluster_ip {
-                if !targets.is_empty() {
-                    wanted.insert(format!("{ip}:{}", port.port), targets.clone());
-                }
+                // Listen as long as the Service exists, with or without ready
+                // endpoints: dropping the listener when a readiness probe flaps
+                // would reset connections waiting in its accept queue.
+                wanted.insert(format!("{ip}:{}", port.port), targets.clone());
             }
             if let Some(node_port) = port.node_port {
                 wanted.insert(format!("{}:{node_port}", opts.node_ip), targets);
