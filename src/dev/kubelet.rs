@@ -218,7 +218,9 @@ oomScoreAdj: 0
 # The images are imported, never pulled: never garbage-collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {{memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}}
+# Only memory: a signal left out of evictionHard is disabled. Disk-pressure
+# eviction would garbage-collect the imported images, which no registry can restore.
+evictionHard: {{memory.available: "100Mi"}}
 nodeStatusUpdateFrequency: 5s
 "#,
         cgroot = cgroup_root(c),
