@@ -139,23 +139,30 @@ fn assert_mover_cleaned_up(h: &Harness, ns: &str) {
     }
 }
 
+/// The WordPress fixture running on east with generated data in both claims:
+/// (claim names, their source directories).
+async fn wordpress_with_data(h: &Harness, ns: &str, seed: u64) -> ([String; 2], Vec<PathBuf>) {
+    for f in ["workloads/wordpress/mysql-pass-secret.yaml", "workloads/wordpress/mysql-deployment.yaml", "workloads/wordpress/wordpress-deployment.yaml"] {
+        apply(h, ns, f);
+    }
+    workload_ready(h, "east", ns, "deployment", "wordpress", 1).await;
+    workload_ready(h, "east", ns, "deployment", "wordpress-mysql", 1).await;
+    let claims = ["mysql-pv-claim".to_string(), "wp-pv-claim".to_string()];
+    let mut sources = Vec::new();
+    for (i, c) in claims.iter().enumerate() {
+        let dir = volume_dir(h, "east", ns, c).await;
+        fill(&dir, seed + i as u64);
+        sources.push(dir);
+    }
+    (claims, sources)
+}
+
 #[tokio::test]
 async fn wordpress_moves_with_its_data_pre_copy() {
     let h = harness();
     let ns = h.namespace("vol-wordpress", &["east"]);
     let _west = TestNamespace::adopt(h, &ns.name, "west");
-    for f in ["workloads/wordpress/mysql-pass-secret.yaml", "workloads/wordpress/mysql-deployment.yaml", "workloads/wordpress/wordpress-deployment.yaml"] {
-        apply(h, &ns.name, f);
-    }
-    workload_ready(h, "east", &ns.name, "deployment", "wordpress", 1).await;
-    workload_ready(h, "east", &ns.name, "deployment", "wordpress-mysql", 1).await;
-    let claims = ["mysql-pv-claim".to_string(), "wp-pv-claim".to_string()];
-    let mut sources = Vec::new();
-    for (i, c) in claims.iter().enumerate() {
-        let dir = volume_dir(h, "east", &ns.name, c).await;
-        fill(&dir, 10 + i as u64);
-        sources.push(dir);
-    }
+    let (claims, sources) = wordpress_with_data(h, &ns.name, 10).await;
     // MySQL keeps writing while the pre-copy passes run, until Ferry stops it.
     let stop = Arc::new(AtomicBool::new(false));
     let w = writer(sources[0].join("ibdata1"), stop.clone(), 8 << 20, false, Duration::from_millis(2));
@@ -410,18 +417,7 @@ async fn wordpress_moves_through_an_s3_bucket() {
     let h = harness();
     let ns = h.namespace("vol-s3", &["east"]);
     let _west = TestNamespace::adopt(h, &ns.name, "west");
-    for f in ["workloads/wordpress/mysql-pass-secret.yaml", "workloads/wordpress/mysql-deployment.yaml", "workloads/wordpress/wordpress-deployment.yaml"] {
-        apply(h, &ns.name, f);
-    }
-    workload_ready(h, "east", &ns.name, "deployment", "wordpress", 1).await;
-    workload_ready(h, "east", &ns.name, "deployment", "wordpress-mysql", 1).await;
-    let claims = ["mysql-pv-claim".to_string(), "wp-pv-claim".to_string()];
-    let mut sources = Vec::new();
-    for (i, c) in claims.iter().enumerate() {
-        let dir = volume_dir(h, "east", &ns.name, c).await;
-        fill(&dir, 40 + i as u64);
-        sources.push(dir);
-    }
+    let (claims, sources) = wordpress_with_data(h, &ns.name, 40).await;
     let root = tempfile::tempdir().unwrap();
     let port = ferry::dev::process::free_ports(1).unwrap()[0];
     let _s3 = start_s3(root.path(), port);
