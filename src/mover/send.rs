@@ -204,8 +204,9 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
     tracing::debug!(ms = started.elapsed().as_millis() as u64, files = jobs.len(), "need list received");
     let needed: HashSet<usize> = jobs.iter().map(|j| j.idx).collect();
     let total_bytes: u64 = jobs.iter().map(|j| entries[j.idx].size).sum();
-    // Big files first so they do not become the tail of the pass.
-    jobs.sort_by_key(|j| std::cmp::Reverse(entries[j.idx].size));
+    // Big files first so they do not become the tail of the pass; the rest in listing
+    // order, so the streams work through one directory at a time (see `tree::DirCache`).
+    jobs.sort_by_key(|j| (std::cmp::Reverse(entries[j.idx].size.max(BLOCK_SIZE)), j.idx));
     let n_jobs = jobs.len();
 
     // Content hashes of files not sent, computed while data flows.
@@ -475,6 +476,7 @@ struct Out<'a> {
     totals: &'a Totals,
     bar: Option<&'a indicatif::ProgressBar>,
     limiter: Option<&'a (Instant, AtomicU64, u64)>,
+    dirs: tree::DirCache,
 }
 
 impl Out<'_> {
@@ -510,6 +512,7 @@ impl Out<'_> {
         self.buf.put(&off.to_le_bytes());
         self.buf.put(&(len as u32).to_le_bytes());
         self.buf.put(&[0]);
+        self.buf.cut();
         self.buf.len()
     }
 
@@ -561,6 +564,7 @@ impl Stream {
             totals: &self.totals,
             bar: self.bar.as_ref(),
             limiter: self.limiter.as_deref(),
+            dirs: tree::DirCache::new(&self.src),
         };
         out.frame(tag::HELLO, &hello(wire::ROLE_DATA, &self.session))?;
         let mut done = Vec::new();
@@ -599,7 +603,7 @@ fn send_file(job: &Job, entries: &[Entry], src: &Path, out: &mut Out<'_>) -> Res
         out.frame(tag::FILE_GONE, &(job.idx as u32).to_le_bytes())?;
         Ok(Sent { size: 0, mtime: (0, 0), ctime: (0, 0), ino: 0, content: [0; 32], blocks: vec![], unstable: true, gone: true })
     };
-    let file = match tree::open_read(&path) {
+    let file = match out.dirs.open_read(&e.path) {
         Ok(f) => f,
         Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ELOOP) | Some(libc::ENOTDIR)) => return gone(out),
         Err(err) => return Err(MoverError::io("open", &path, err)),

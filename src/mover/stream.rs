@@ -68,14 +68,28 @@ impl SyncTls {
         Ok(())
     }
 
-    /// Encrypt and send all of `data`.
-    pub fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+    /// Encrypt `data` into records of its own (rustls never packs two writes into one
+    /// record); sends only when rustls' queue is full.
+    pub fn queue(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let n = self.conn.writer().write(data)?;
             data = &data[n..];
-            self.flush_tls()?;
+            if !data.is_empty() {
+                self.flush_tls()?;
+            }
         }
         Ok(())
+    }
+
+    /// Send everything queued.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.flush_tls()
+    }
+
+    /// Encrypt and send all of `data`.
+    pub fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.queue(data)?;
+        self.flush_tls()
     }
 
     /// Send close_notify and half-close the socket.
@@ -170,16 +184,19 @@ impl SyncTls {
 }
 
 /// Plaintext staging buffer of the sender: frames are assembled in place (file data is
-/// read straight into it) and encrypted in batches.
+/// read straight into it) and encrypted in batches. A record starts at every cut (the
+/// start of a chunk's data), so the receiver gets file data in records aligned to the
+/// file offset: whole pages to write and whole blake3 chunks to hash.
 pub struct OutBuf {
     buf: Box<[u8]>,
     len: usize,
+    cuts: Vec<usize>,
 }
 
 impl OutBuf {
     /// Room for `flush_at` bytes plus one frame of up to `max_frame` bytes.
     pub fn new(flush_at: usize, max_frame: usize) -> Self {
-        OutBuf { buf: vec![0u8; flush_at + max_frame + 64].into_boxed_slice(), len: 0 }
+        OutBuf { buf: vec![0u8; flush_at + max_frame + 64].into_boxed_slice(), len: 0, cuts: Vec::new() }
     }
 
     /// Bytes staged.
@@ -215,9 +232,17 @@ impl OutBuf {
         self.len += n;
     }
 
+    /// Start a new TLS record here.
+    pub fn cut(&mut self) {
+        self.cuts.push(self.len);
+    }
+
     /// Drop staged bytes back to `len`.
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
+        while self.cuts.last().is_some_and(|&c| c > self.len) {
+            self.cuts.pop();
+        }
     }
 
     /// Staged bytes from `from` on.
@@ -233,8 +258,17 @@ impl OutBuf {
     /// Encrypt and send everything staged.
     pub fn send(&mut self, tls: &mut SyncTls) -> io::Result<usize> {
         let n = self.len;
-        tls.write_all(&self.buf[..n])?;
+        let mut start = 0;
+        for &c in &self.cuts {
+            if c > start {
+                tls.queue(&self.buf[start..c])?;
+                start = c;
+            }
+        }
+        tls.queue(&self.buf[start..n])?;
+        tls.flush()?;
         self.len = 0;
+        self.cuts.clear();
         Ok(n)
     }
 }
