@@ -292,43 +292,22 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "data phase done");
     wire::write_frame(&mut ctl_wr, tag::FINISH, &[]).await.map_err(net)?;
     ctl_wr.flush().await.map_err(net)?;
+    // Sender's tree hash over what it actually sent, and its hash cache, while the
+    // receiver re-walks its tree.
+    let (unsent, changed_unsent, misses) = skipped_hashes.await.expect("hash task")?;
+    let results = std::mem::take(&mut *results.lock().unwrap());
+    let entries = Arc::try_unwrap(entries_arc).unwrap_or_else(|a| (*a).clone());
+    let cached = Arc::try_unwrap(cached).unwrap_or_else(|a| (*a).clone());
+    let state = opts.state.clone();
+    let conclusion = tokio::task::spawn_blocking(move || conclude(entries, results, unsent, changed_unsent, misses, cached, index, state.is_some()));
     let f = next_ctl(&mut ctl_rx).await?;
     if f.tag != tag::DONE {
         return Err(MoverError::Protocol(format!("expected the receiver's report, got message {}", f.tag)));
     }
     let receiver: super::stats::ReceiverReport =
         serde_json::from_slice(&f.body).map_err(|e| MoverError::Protocol(format!("receiver report: {e}")))?;
-
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "receiver report received");
-    // Sender's tree hash over what it actually sent.
-    let (unsent, changed_unsent, misses) = skipped_hashes.await.expect("hash task")?;
-    let results = std::mem::take(&mut *results.lock().unwrap());
-    let mut entries = Arc::try_unwrap(entries_arc).unwrap_or_else(|a| (*a).clone());
-    let mut unstable = changed_unsent;
-    let mut contents: HashMap<Vec<u8>, Digest> = unsent;
-    let mut new_index = HashIndex::memory();
-    for (idx, s) in &results {
-        let e = &mut entries[*idx];
-        if s.unstable || s.gone {
-            unstable += 1;
-        }
-        if s.gone {
-            e.kind = Kind::Dir; // marker, removed below
-            e.path.push(0);
-            continue;
-        }
-        e.size = s.size;
-        (e.mtime_s, e.mtime_ns) = s.mtime;
-        contents.insert(e.path.clone(), s.content);
-        if !s.unstable {
-            new_index.map.insert(
-                e.path.clone(),
-                Cached { size: s.size, mtime: s.mtime, ctime: s.ctime, ino: s.ino, content: s.content, blocks: s.blocks.clone() },
-            );
-        }
-    }
-    entries.retain(|e| !e.path.ends_with(&[0]));
-    let hash = tree::tree_hash(&entries, |i| contents.get(&entries[i].path).copied().unwrap_or([0; 32]));
+    let Concluded { entries, hash, unstable, files_sent } = conclusion.await.expect("conclusion task")?;
     let sender_hash = hex::encode(hash);
     let ok = sender_hash == receiver.tree_hash;
     let mut v = Enc::new();
@@ -336,49 +315,9 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
     wire::write_frame(&mut ctl_wr, tag::VERDICT, &v.0).await.map_err(net)?;
     ctl_wr.flush().await.map_err(net)?;
     let _ = ctl_wr.shutdown().await;
-
-    let files_now = entries.iter().filter(|e| e.kind == Kind::File).count();
-    // A pass that sent nothing and hashed nothing anew leaves the cache as it is.
-    if let Some(state_dir) = &opts.state
-        && (!results.is_empty() || misses > 0 || files_now != cached.len())
-    {
-        // Keep cache entries for files that were not sent and still match.
-        for e in &entries {
-            if e.kind == Kind::File
-                && !new_index.map.contains_key(&e.path)
-                && let Some(c) = cached.get(&e.path)
-                && c.matches(e)
-            {
-                new_index.map.insert(e.path.clone(), c.clone());
-            }
-            if e.kind == Kind::File
-                && !new_index.map.contains_key(&e.path)
-                && let Some(h) = contents.get(&e.path)
-            {
-                new_index.map.insert(
-                    e.path.clone(),
-                    Cached {
-                        size: e.size,
-                        mtime: (e.mtime_s, e.mtime_ns),
-                        ctime: (e.local.ctime_s, e.local.ctime_ns),
-                        ino: e.local.ino,
-                        content: *h,
-                        blocks: Vec::new(),
-                    },
-                );
-            }
-        }
-        let _ = state_dir;
-        let mut idx = index;
-        idx.dirty = true;
-        idx.map = new_index.map;
-        let keep = entries.clone();
-        tokio::task::spawn_blocking(move || idx.save(&keep)).await.expect("save task")?;
-    }
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "verdict sent, cache saved");
     let files_total = entries.iter().filter(|e| e.kind == Kind::File).count() as u64;
     let bytes_total = entries.iter().filter(|e| e.kind == Kind::File).map(|e| e.size).sum::<u64>();
-    let files_sent = results.values().filter(|s| !s.gone).count() as u64;
     Ok(Report {
         source: opts.src.display().to_string(),
         destination: opts.addr.clone(),
@@ -402,6 +341,102 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
         receiver_tree_hash: receiver.tree_hash.clone(),
         receiver,
     })
+}
+
+/// The sender's side of the proof, computed while the receiver finishes.
+struct Concluded {
+    /// The listing as sent (sizes and mtimes as read, vanished files dropped).
+    entries: Vec<Entry>,
+    hash: Digest,
+    unstable: u64,
+    files_sent: u64,
+}
+
+/// Tree hash over what was sent (and the cached or fresh hashes of what was not), and
+/// the new hash cache.
+#[allow(clippy::too_many_arguments)]
+fn conclude(
+    mut entries: Vec<Entry>,
+    results: HashMap<usize, Sent>,
+    unsent: Vec<(usize, Digest)>,
+    changed_unsent: u64,
+    misses: u64,
+    mut cached: HashMap<Vec<u8>, Cached>,
+    mut index: HashIndex,
+    save: bool,
+) -> Result<Concluded> {
+    let mut unstable = changed_unsent;
+    let mut content = vec![[0u8; 32]; entries.len()];
+    for (i, d) in unsent {
+        content[i] = d;
+    }
+    let mut gone = false;
+    for (&idx, s) in &results {
+        let e = &mut entries[idx];
+        if s.unstable || s.gone {
+            unstable += 1;
+        }
+        if s.gone {
+            gone = true;
+            continue;
+        }
+        e.size = s.size;
+        (e.mtime_s, e.mtime_ns) = s.mtime;
+        content[idx] = s.content;
+    }
+    let cached_len = cached.len();
+    // A pass that sent nothing and hashed nothing anew leaves the cache as it is.
+    let files_now = entries.iter().enumerate().filter(|(i, e)| e.kind == Kind::File && !results.get(i).is_some_and(|s| s.gone)).count();
+    if save && (!results.is_empty() || misses > 0 || files_now != cached_len) {
+        let mut map = HashMap::with_capacity(files_now);
+        for (i, e) in entries.iter().enumerate() {
+            if e.kind != Kind::File {
+                continue;
+            }
+            match results.get(&i) {
+                Some(s) if s.gone => {}
+                Some(s) if !s.unstable => {
+                    let c = Cached { size: s.size, mtime: s.mtime, ctime: s.ctime, ino: s.ino, content: s.content, blocks: s.blocks.clone() };
+                    map.insert(e.path.clone(), c);
+                }
+                _ => {
+                    // Not sent (or changed while being sent): keep a cache entry that still
+                    // matches, else record the hash known now.
+                    match cached.remove_entry(&e.path) {
+                        Some((p, c)) if c.matches(e) => {
+                            map.insert(p, c);
+                        }
+                        _ => {
+                            let c = Cached {
+                                size: e.size,
+                                mtime: (e.mtime_s, e.mtime_ns),
+                                ctime: (e.local.ctime_s, e.local.ctime_ns),
+                                ino: e.local.ino,
+                                content: content[i],
+                                blocks: Vec::new(),
+                            };
+                            map.insert(e.path.clone(), c);
+                        }
+                    }
+                }
+            }
+        }
+        index.dirty = true;
+        index.map = map;
+    }
+    if gone {
+        let keep: Vec<bool> = (0..entries.len()).map(|i| !results.get(&i).is_some_and(|s| s.gone)).collect();
+        let mut k = keep.iter();
+        entries.retain(|_| *k.next().expect("same length"));
+        let mut k = keep.iter();
+        content.retain(|_| *k.next().expect("same length"));
+    }
+    let hash = tree::tree_hash(&entries, |i| content[i]);
+    if index.dirty {
+        index.save(&entries)?;
+    }
+    let files_sent = results.values().filter(|s| !s.gone).count() as u64;
+    Ok(Concluded { entries, hash, unstable, files_sent })
 }
 
 /// Refuse a state directory inside the tree it describes (it would be copied or deleted).
@@ -730,7 +765,7 @@ fn delta_blocks(
 
 /// Content hashes of regular files the receiver did not need: from the cache where it
 /// still matches, else by reading them (two threads).
-fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path, needed: &HashSet<usize>) -> Result<(HashMap<Vec<u8>, Digest>, u64, u64)> {
+fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path, needed: &HashSet<usize>) -> Result<(Vec<(usize, Digest)>, u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let changed = AtomicU64::new(0);
     let misses = AtomicU64::new(0);
@@ -738,7 +773,7 @@ fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path,
     let out = tree::par_map(&todo, 2, |&i| {
         let e = &entries[i];
         if let Some(c) = cached.get(&e.path).filter(|c| c.matches(e)) {
-            return Ok((e.path.clone(), c.content));
+            return Ok((i, c.content));
         }
         misses.fetch_add(1, Ordering::Relaxed);
         let p = e.abs(src);
@@ -750,7 +785,7 @@ fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path,
         {
             changed.fetch_add(1, Ordering::Relaxed);
         }
-        Ok((e.path.clone(), c))
+        Ok((i, c))
     })?;
-    Ok((out.into_iter().collect(), changed.into_inner(), misses.into_inner()))
+    Ok((out, changed.into_inner(), misses.into_inner()))
 }
