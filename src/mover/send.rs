@@ -483,7 +483,7 @@ fn readable(src: &Path, entries: &[Entry]) -> Result<()> {
 }
 
 /// Staged plaintext is encrypted and sent once this much has piled up.
-const FLUSH_AT: usize = 256 * 1024;
+const FLUSH_AT: usize = 1024 * 1024;
 
 /// One data connection: its own thread takes files from the shared queue, reads them
 /// straight into the plaintext buffer, hashes them there and encrypts in batches.

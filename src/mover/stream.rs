@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use super::wire::{self, Counted, Frame, MAX_FRAME};
 
 /// Socket reads land here first: rustls asks for a few KiB at a time.
-const READ_BUF: usize = 256 * 1024;
+const READ_BUF: usize = 1024 * 1024;
 /// Ciphertext rustls may queue before it must be written out.
 const SEND_QUEUE: usize = 2 << 20;
 
