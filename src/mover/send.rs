@@ -241,8 +241,9 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
             }
         }
         let _stop_guard = StopOnDrop(stop.clone());
-        for _ in 0..streams {
-            let conn = connect(&opts, &counters).await?;
+        // Handshakes of all data connections at once.
+        let conns = futures::future::try_join_all((0..streams).map(|_| connect(&opts, &counters))).await?;
+        for conn in conns {
             let (io, tls) = conn.into_inner();
             let conn = wire::into_sync(io, tls).map_err(|e| MoverError::net("data connection to receiver", e))?;
             let ctx = Stream {
