@@ -52,6 +52,44 @@ SIZE=$(du -sb "$SRC" | cut -f1)
 FILES=$(find "$SRC" -type f | wc -l)
 echo "dataset: $FILES files, $((SIZE / 1048576)) MiB; $(uptime)" >&2
 
+# Every pass starts from the same state, whichever tool runs first: the source in the page
+# cache (a host that pages out cold memory would otherwise make the first tool read from
+# disk and hand the next ones a warm cache) and no dirty data of the previous pass waiting
+# to be written back (which would otherwise be flushed during the next tool's pass).
+prelude() {
+  sync
+  find "$1" -type f -print0 | xargs -0 cat > /dev/null
+}
+
+# Destinations of earlier runs are deleted at the start (and at the end) of a run. On ext4
+# without a journal the inode allocator avoids reusing an inode for up to 6 minutes after
+# its deletion (60 s, plus 300 s while its inode-table block is dirty) and every file
+# creation scans past such inodes: the first tool to create 50,000 files after a deletion
+# of 100,000 paid several CPU-seconds for it. Wait until deletions have aged out there.
+FSDEV=$(df --output=source "$WORK" | tail -1)
+NOJOURNAL=
+if [ "$(df --output=fstype "$WORK" | tail -1)" = ext4 ] && ! ls /proc/fs/jbd2 2>/dev/null | grep -q "^$(basename "$FSDEV")-"; then
+  NOJOURNAL=1
+fi
+delete_old() {
+  local old=()
+  for d in "$WORK"/ferry-dst "$WORK"/ferry-state-* "$WORK"/rsync-dst "$WORK"/restic-repo "$WORK"/big-dst; do
+    [ -e "$d" ] && old+=("$d")
+  done
+  [ ${#old[@]} -gt 0 ] || return 0
+  rm -rf "${old[@]}"
+  sync
+  date +%s > "$WORK/deleted-at"
+}
+settle() {
+  [ -n "$NOJOURNAL" ] && [ -f "$WORK/deleted-at" ] || return 0
+  local left=$(( $(cat "$WORK/deleted-at") + 361 - $(date +%s) ))
+  if [ "$left" -gt 0 ]; then
+    echo "waiting ${left}s until ext4 (no journal) reuses the inodes deleted by the last run ..." >&2
+    sleep "$left"
+  fi
+}
+
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
 # record TOOL PASS WALL CPU_SECONDS RSS_SEND_KB RSS_RECV_KB
@@ -64,6 +102,7 @@ CERTS=$WORK/certs
 ferry_pass() { # PASS
   local dst=$WORK/ferry-dst ready=$WORK/ready
   rm -f "$ready"
+  prelude "$SRC"
   FERRY_LOG=warn tm "$WORK/t-recv" "$FERRY" mover receive --listen 127.0.0.1:0 --dir "$dst" --certs "$CERTS" \
     --state "$WORK/ferry-state-recv" --ready-file "$ready" -o json > "$WORK/recv.json" &
   local rpid=$!
@@ -96,6 +135,7 @@ CONF
   local dpid=$!
   for _ in $(seq 200); do [ -s "$WORK/rsyncd.pid" ] && break; sleep 0.05; done
   [ -s "$WORK/rsyncd.pid" ] || { echo "rsync daemon did not start: $(cat "$WORK/t-rsyncd")" >&2; exit 1; }
+  prelude "$SRC"
   tm "$WORK/t-rsync" rsync -aHS --delete --numeric-ids "$SRC/" "rsync://127.0.0.1:$RSYNC_PORT/bench/"
   sleep 0.2 # let the daemon reap its per-connection child so its CPU is counted
   kill -TERM "$(cat "$WORK/rsyncd.pid")" 2>/dev/null || true
@@ -108,6 +148,7 @@ CONF
 restic_pass() { # PASS
   local repo=$WORK/restic-repo
   [ -f "$repo/config" ] || restic init --repo "$repo" -q
+  prelude "$SRC"
   tm "$WORK/t-restic" restic --repo "$repo" backup -q "$SRC"
   record restic "$1" "$(field "$WORK/t-restic" 1)" "$(awk '{print $2+$3}' "$WORK/t-restic" | tail -1)" "$(field "$WORK/t-restic" 4)" "-"
 }
@@ -130,8 +171,8 @@ if os.path.exists(p):
 PY
 }
 
-rm -rf "$WORK"/ferry-dst "$WORK"/ferry-state-* "$WORK"/rsync-dst "$WORK"/restic-repo
-sync
+delete_old
+settle
 for pass in full no-change; do
   echo "pass: $pass" >&2
   ferry_pass "$pass"; rsync_pass "$pass"; restic_pass "$pass"
@@ -145,14 +186,18 @@ echo "after passes: $(uptime)" >&2
 if [ "$BIG" -gt 0 ]; then
   rm -rf "$WORK/big-dst"
   BIGSIZE=$(du -sb "$SRC/big" | cut -f1)
-  sync
+  prelude "$SRC/big"
   tm "$WORK/t-big" bash -c "FERRY_LOG=warn '$FERRY' mover copy '$SRC/big' '$WORK/big-dst' >/dev/null && sync"
   record ferry large-files+sync "$(field "$WORK/t-big" 1)" "$(awk '{print $2+$3}' "$WORK/t-big")" "$(field "$WORK/t-big" 4)" "-"
-  rm -rf "$WORK/big-dst"
+  # The disk's sequential write rate for comparison: seconds for 2 GiB, flushed.
+  sync
+  DD=$(dd if=/dev/zero of="$WORK/ddtest" bs=1M count=2048 conv=fdatasync 2>&1 | awk '/copied/{print $(NF-3)}')
+  rm -f "$WORK/ddtest"
 fi
+delete_old
 
 echo
-python3 - "$RESULTS" "$SIZE" "${BIGSIZE:-0}" <<'PY'
+python3 - "$RESULTS" "$SIZE" "${BIGSIZE:-0}" "${DD:-0}" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 size = int(sys.argv[2])
@@ -165,4 +210,10 @@ for tool, p, wall, cpu, rs, rr in rows:
     ratio = walls.get(("rsync", p))
     kb = lambda v: "-" if v in ("-", "") else "%.1f" % (int(v) / 1024)
     print("%-7s %-17s %8.2f %9.1f %6.2f %12s %12s %s" % (tool, p, w, mb, float(cpu) / w, kb(rs), kb(rr), ("%.2fx" % (w / ratio)) if ratio else ""))
+if float(sys.argv[4] or 0) > 0:
+    dd = 2048 * 1048576 / 1e6 / float(sys.argv[4])
+    big = [r for r in rows if r[1] == "large-files+sync"]
+    if big:
+        mb = int(sys.argv[3]) / 1e6 / float(big[0][2])
+        print("disk sequential write (dd 2 GiB, fdatasync): %.1f MB/s; ferry large files + sync: %.1f MB/s = %.0f %%" % (dd, mb, 100 * mb / dd))
 PY

@@ -128,8 +128,17 @@ fn roots(ca_pem: &str) -> Result<RootCertStore> {
     Ok(roots)
 }
 
+/// ring with AES-128-GCM preferred (both ends use this, and rustls servers follow the
+/// client's order): ~30 % less cipher work per byte than AES-256-GCM, which ring's default
+/// order puts first; both are TLS 1.3 AEADs. AES-256-GCM and ChaCha20 stay as fallbacks.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.sort_by_key(|s| match s.suite() {
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
+        _ => 2,
+    });
+    Arc::new(p)
 }
 
 /// Receiver TLS config: presents the server certificate, requires a client certificate from the CA.

@@ -85,13 +85,16 @@ impl HashIndex {
     pub fn save(&mut self, keep: &[Entry]) -> Result<()> {
         let Some(file) = self.file.clone() else { return Ok(()) };
         let before = self.map.len();
-        let mut kept = HashMap::with_capacity(keep.len());
-        for e in keep {
-            if let Some(c) = self.map.remove(&e.path) {
-                kept.insert(e.path.clone(), c);
+        // Prune only when some cached path is not in `keep` (listings hold unique paths).
+        if keep.iter().filter(|e| self.map.contains_key(&e.path)).count() < before {
+            let mut kept = HashMap::with_capacity(keep.len());
+            for e in keep {
+                if let Some(c) = self.map.remove(&e.path) {
+                    kept.insert(e.path.clone(), c);
+                }
             }
+            self.map = kept;
         }
-        self.map = kept;
         if !self.dirty && self.map.len() == before {
             return Ok(());
         }

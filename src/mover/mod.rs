@@ -10,6 +10,7 @@
 //! | [`index`]     | per-side hash cache kept outside the data dir (`--state`)          | disk |
 //! | [`plan`]      | pure: compare source listing with destination → what to do        | -  |
 //! | [`wire`]      | length-prefixed frames, message encoding, byte-counting stream     | -  |
+//! | [`stream`]    | blocking TLS for data connections: one thread per connection      | net |
 //! | [`send`] / [`receive`] | the two ends of one pass                                  | disk, net |
 //! | [`s3`]        | minimal S3 client: SigV4 signing, PUT/GET/HEAD, ListObjectsV2      | net |
 //! | [`bucket`]    | object-storage transport: content-addressed chunks + manifest     | disk, net |
@@ -37,6 +38,7 @@ pub mod receive;
 pub mod s3;
 pub mod send;
 pub mod stats;
+pub mod stream;
 pub mod tree;
 pub mod wire;
 

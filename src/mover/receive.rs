@@ -21,6 +21,7 @@ use tokio_rustls::server::TlsStream;
 use super::hash::{BlockHasher, Digest, block_count, block_hash, block_len, file_hash, zero_hash};
 use super::index::{Cached, HashIndex};
 use super::plan;
+use super::stream::SyncTls;
 use super::stats::ReceiverReport;
 use super::tree::{self, Entry, Kind};
 use super::wire::{self, Counted, Counters, Dec, Enc, tag};
@@ -284,11 +285,18 @@ async fn session_inner(
             }
             Some(conn) = data_rx.recv() => {
                 let (src, need, root, totals, written, err_tx) = (src.clone(), need.clone(), root.clone(), totals.clone(), written.clone(), err_tx.clone());
-                handlers.push(tokio::spawn(async move {
-                    if let Err(e) = data_stream(conn, src, need, root, totals, written).await {
+                let (io, tls) = conn.into_inner();
+                let peer = io.get_ref().peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                let tls = wire::into_sync(io, tls).map_err(|e| MoverError::net(format!("data stream from {peer}"), e))?;
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+                // One plain thread per data connection (see `stream`).
+                std::thread::spawn(move || {
+                    if let Err(e) = data_stream(tls, &peer, &src, &need, &root, &totals, &written) {
                         let _ = err_tx.send(e);
                     }
-                }));
+                    let _ = done_tx.send(());
+                });
+                handlers.push(done_rx);
             }
             Some(e) = err_rx.recv() => return Err(e),
         }
@@ -307,26 +315,30 @@ async fn session_inner(
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "data phase done");
     // Hardlinks, directory metadata, then the proof.
     let (src2, root2) = (src.clone(), root.clone());
-    let (links, final_entries, hash, index) = tokio::task::spawn_blocking(move || finish(&src2, &root2, index, dst, changed)).await.expect("finish task")?;
+    let (links, final_entries, hash, mut index) =
+        tokio::task::spawn_blocking(move || finish_unsaved(&src2, &root2, index, dst, changed)).await.expect("finish task")?;
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "links, directory metadata, re-walk and tree hash done");
     let mut report = report0;
     report.hardlinks_created = links;
     report.files_written = totals.files.load(Ordering::Relaxed);
     report.files_delta = totals.delta.load(Ordering::Relaxed);
     report.file_bytes_written = totals.bytes.load(Ordering::Relaxed);
-    report.entries = final_entries as u64;
+    report.entries = final_entries.len() as u64;
     report.tree_hash = hex::encode(hash);
     report.duration_ms = started.elapsed().as_millis() as u64;
     report.wire_bytes_received = counters.received();
     report.wire_bytes_sent = counters.sent();
-    let _ = index;
     {
         let body = serde_json::to_vec(&report).expect("report serializes");
         let mut w = wr.lock().await;
         wire::write_frame(&mut *w, tag::DONE, &body).await.map_err(net)?;
         w.flush().await.map_err(net)?;
     }
-    let f = wire::read_frame(&mut rd).await.map_err(net)?.ok_or_else(|| MoverError::Protocol("sender closed before its verdict".into()))?;
+    // The hash cache is saved while the sender compares hashes.
+    let save = tokio::task::spawn_blocking(move || index.save(&final_entries));
+    let f = wire::read_frame(&mut rd).await.map_err(net)?.ok_or_else(|| MoverError::Protocol("sender closed before its verdict".into()));
+    save.await.expect("save task")?;
+    let f = f?;
     if f.tag != tag::VERDICT {
         return Err(MoverError::Protocol(format!("expected the sender's verdict, got message {}", f.tag)));
     }
@@ -456,65 +468,84 @@ pub(crate) fn apply_structure(src: &[Entry], dst: Vec<Entry>, plan: &plan::Plan,
     Ok((rep, need, cache, dst))
 }
 
-/// Read frames from one data connection and hand them to a writer thread.
-async fn data_stream(
-    mut conn: Tls,
-    src: Arc<Vec<Entry>>,
-    need: Arc<HashMap<usize, NeedInfo>>,
-    root: PathBuf,
-    totals: Arc<WriteTotals>,
-    written: Written,
+/// One data connection on its own thread: decrypt, parse frames, write files. File data
+/// goes from rustls' decrypted records straight to the file and the hasher.
+fn data_stream(
+    mut tls: SyncTls,
+    peer: &str,
+    src: &[Entry],
+    need: &HashMap<usize, NeedInfo>,
+    root: &Path,
+    totals: &WriteTotals,
+    written: &Mutex<Vec<(Vec<u8>, Cached)>>,
 ) -> Result<()> {
-    let peer = conn.get_ref().0.get_ref().peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let (tx, mut rx) = mpsc::channel::<wire::Frame>(8);
-    let writer = std::thread::spawn(move || {
-        let mut w = Writer { src: &src, need: &need, root: &root, totals: &totals, open: None, dec: None, out: Vec::new() };
-        let r = (|| -> Result<()> {
-            while let Some(f) = rx.blocking_recv() {
-                if f.tag == tag::DATA_END {
-                    return Ok(());
-                }
-                w.frame(f)?;
-            }
-            Err(MoverError::Protocol("data connection ended without DATA_END".into()))
-        })();
-        if r.is_err() {
-            w.abort();
-        }
-        written.lock().unwrap().append(&mut w.out);
-        r
-    });
-    let mut read_err = None;
-    loop {
-        match wire::read_frame(&mut conn).await {
-            Ok(Some(f)) => {
-                let end = f.tag == tag::DATA_END;
-                if tx.send(f).await.is_err() || end {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                read_err = Some(e);
-                break;
-            }
-        }
-    }
-    drop(tx);
-    let wr = tokio::task::spawn_blocking(move || writer.join()).await.expect("join");
-    if let Some(e) = read_err {
+    let net = |e: std::io::Error| {
         let ctx = if e.kind() == std::io::ErrorKind::InvalidData {
             format!("data stream from {peer} failed TLS verification (corrupted or tampered in transit)")
         } else {
             format!("data stream from {peer}")
         };
-        return Err(MoverError::net(ctx, e));
+        MoverError::net(ctx, e)
+    };
+    let mut w = Writer { src, need, root, totals, open: None, dec: None, out: Vec::new(), dirs: tree::DirCache::new(root), stage: Vec::new() };
+    let r = receive_frames(&mut tls, &mut w, &net);
+    if r.is_err() {
+        w.abort();
     }
-    wr.map_err(|_| MoverError::Protocol("writer thread panicked".into()))??;
-    wire::write_frame(&mut conn, tag::DATA_DONE, &[]).await.map_err(|e| MoverError::net(format!("data stream from {peer}"), e))?;
-    conn.flush().await.map_err(|e| MoverError::net(format!("data stream from {peer}"), e))?;
-    let _ = conn.shutdown().await;
+    written.lock().unwrap().append(&mut w.out);
+    r?;
+    let net = |e| MoverError::net(format!("data stream from {peer}"), e);
+    tls.write_frame(tag::DATA_DONE, &[]).map_err(net)?;
+    let _ = tls.close();
     Ok(())
+}
+
+fn receive_frames(tls: &mut SyncTls, w: &mut Writer<'_>, net: &dyn Fn(std::io::Error) -> MoverError) -> Result<()> {
+    let eof = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed in the middle of a message");
+    loop {
+        let Some((t, len)) = tls.read_header().map_err(net)? else {
+            return Err(MoverError::Protocol("data connection ended without DATA_END".into()));
+        };
+        if t == tag::DATA_END {
+            return Ok(());
+        }
+        let mut body = Vec::new();
+        if t == tag::CHUNK && len >= 13 && w.streaming() {
+            let mut h = [0u8; 13];
+            if !tls.read_exact(&mut h).map_err(net)? {
+                return Err(net(eof()));
+            }
+            let off = u64::from_le_bytes(h[..8].try_into().unwrap());
+            let raw_len = u32::from_le_bytes(h[8..12].try_into().unwrap()) as usize;
+            if h[12] == 0 && raw_len == len - 13 {
+                w.begin_chunk(off, raw_len)?;
+                // Gathered from the records into one buffer: one large write (large page
+                // cache folios cost less per byte than 16 KiB writes) and one hasher update.
+                let mut stage = std::mem::take(&mut w.stage);
+                stage.clear();
+                while stage.len() < raw_len {
+                    let data = tls.fill().map_err(net)?;
+                    if data.is_empty() {
+                        return Err(net(eof()));
+                    }
+                    let n = data.len().min(raw_len - stage.len());
+                    stage.extend_from_slice(&data[..n]);
+                    tls.consume(n);
+                }
+                let r = w.write_piece(off, &stage);
+                w.stage = stage;
+                r?;
+                continue;
+            }
+            body.extend_from_slice(&h);
+        }
+        let have = body.len();
+        body.resize(len, 0);
+        if len > have && !tls.read_exact(&mut body[have..]).map_err(net)? {
+            return Err(net(eof()));
+        }
+        w.frame(wire::Frame { tag: t, body })?;
+    }
 }
 
 struct OpenFile {
@@ -528,7 +559,13 @@ struct OpenFile {
     delta: Option<Vec<Digest>>,
     hasher: BlockHasher,
     end: u64,
+    /// Write-behind: data below this offset has been handed to the disk.
+    flushed: u64,
 }
+
+/// Large files start writeback every this many bytes, so the disk works while data
+/// still arrives instead of after the pass (and dirty memory stays bounded).
+const WRITE_BEHIND: u64 = 8 << 20;
 
 struct Writer<'a> {
     src: &'a [Entry],
@@ -538,9 +575,43 @@ struct Writer<'a> {
     open: Option<OpenFile>,
     dec: Option<zstd::bulk::Decompressor<'static>>,
     out: Vec<(Vec<u8>, Cached)>,
+    dirs: tree::DirCache,
+    stage: Vec<u8>,
 }
 
 impl Writer<'_> {
+    /// Whether CHUNK data for the open file can be written as it arrives (whole-file
+    /// transfers; block-wise updates need each block whole).
+    fn streaming(&self) -> bool {
+        self.open.as_ref().is_some_and(|o| o.delta.is_none())
+    }
+
+    /// Check an uncompressed chunk of `len` bytes at `off` before its data arrives.
+    fn begin_chunk(&mut self, off: u64, len: usize) -> Result<()> {
+        let o = self.open.as_mut().expect("streaming needs an open file");
+        if off.checked_add(len as u64).is_none_or(|end| end > o.size) {
+            return Err(MoverError::Protocol(format!("chunk at {off} (+{len}) does not fit a {}-byte file", o.size)));
+        }
+        Ok(())
+    }
+
+    /// Write and hash a streamed chunk.
+    fn write_piece(&mut self, off: u64, data: &[u8]) -> Result<()> {
+        let o = self.open.as_mut().expect("streaming needs an open file");
+        if let Err(x) = o.file.write_all_at(data, off) {
+            return Err(MoverError::io("write", o.temp.as_ref().unwrap_or(&o.path), x));
+        }
+        o.end = o.end.max(off + data.len() as u64);
+        o.hasher.feed(off, data).map_err(MoverError::Protocol)?;
+        self.totals.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        if o.end - o.flushed >= WRITE_BEHIND || (o.end == o.size && o.size >= WRITE_BEHIND) {
+            // SAFETY: open fd, range within the file; only starts asynchronous writeback.
+            unsafe { libc::sync_file_range(o.file.as_raw_fd(), o.flushed as i64, (o.end - o.flushed) as i64, libc::SYNC_FILE_RANGE_WRITE) };
+            o.flushed = o.end;
+        }
+        Ok(())
+    }
+
     /// Remove what an interrupted file left behind (temp files, half-written new files).
     fn abort(&mut self) {
         if let Some(o) = self.open.take() {
@@ -569,7 +640,14 @@ impl Writer<'_> {
                 }
                 let e = &self.src[idx];
                 let path = e.abs(self.root);
-                let (file, temp) = open_target(&path, self.root, n.delta.is_some(), n.exists, &format!("{idx}"))?;
+                // New files start with their final permission bits minus group/other write and
+                // setuid/setgid/sticky (set after the data, with the owner), so most need no chmod.
+                let (file, temp) = if n.delta.is_none() && !n.exists {
+                    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW;
+                    (self.dirs.open(&e.path, flags, e.mode & 0o755).map_err(|x| MoverError::io("create", &path, x))?, None)
+                } else {
+                    open_target_mode(&path, self.root, n.delta.is_some(), n.exists, idx, e.mode & 0o755)?
+                };
                 let created = n.delta.is_none() && !n.exists;
                 let delta = match &n.delta {
                     Some(old) => {
@@ -580,7 +658,7 @@ impl Writer<'_> {
                     }
                     None => None,
                 };
-                self.open = Some(OpenFile { idx, file, path, temp, created, size, mtime, delta, hasher: BlockHasher::new(), end: 0 });
+                self.open = Some(OpenFile { idx, file, path, temp, created, size, mtime, delta, hasher: BlockHasher::new(), end: 0, flushed: 0 });
             }
             tag::CHUNK => {
                 let o = self.open.as_mut().ok_or_else(|| MoverError::Protocol("data outside a file".into()))?;
@@ -683,18 +761,26 @@ impl Writer<'_> {
         if content != theirs {
             return Err(MoverError::ContentMismatch { path: e.display(), sender: hex::encode(theirs), receiver: hex::encode(content) });
         }
-        std::os::unix::fs::fchown(&o.file, Some(e.uid), Some(e.gid)).map_err(|x| MoverError::io("chown", &target, x))?;
-        use std::os::unix::fs::PermissionsExt;
-        o.file.set_permissions(std::fs::Permissions::from_mode(e.mode)).map_err(|x| MoverError::io("chmod", &target, x))?;
+        // mtime first (owner and mode changes leave it alone), then owner and mode only
+        // where the file does not have them yet; the last stat gives the ctime to cache.
         set_mtime_fd(&o.file, o.mtime.0, o.mtime.1).map_err(|x| MoverError::io("set mtime", &target, x))?;
-        let md = match &o.temp {
-            Some(t) => {
-                std::fs::rename(t, &o.path).map_err(|x| MoverError::io("rename into place", &o.path, x))?;
-                // Rename changes the inode's ctime; cache what the next walk will see.
-                std::fs::symlink_metadata(&o.path).map_err(|x| MoverError::io("stat", &o.path, x))?
-            }
-            None => o.file.metadata().map_err(|x| MoverError::io("stat", &target, x))?,
-        };
+        let mut md = o.file.metadata().map_err(|x| MoverError::io("stat", &target, x))?;
+        let chown = (md.uid(), md.gid()) != (e.uid, e.gid);
+        if chown {
+            std::os::unix::fs::fchown(&o.file, Some(e.uid), Some(e.gid)).map_err(|x| MoverError::io("chown", &target, x))?;
+        }
+        // After chown, which clears setuid/setgid bits.
+        if chown || md.mode() & 0o7777 != e.mode {
+            use std::os::unix::fs::PermissionsExt;
+            o.file.set_permissions(std::fs::Permissions::from_mode(e.mode)).map_err(|x| MoverError::io("chmod", &target, x))?;
+        }
+        if let Some(t) = &o.temp {
+            std::fs::rename(t, &o.path).map_err(|x| MoverError::io("rename into place", &o.path, x))?;
+            // Rename changes the inode's ctime; cache what the next walk will see.
+            md = std::fs::symlink_metadata(&o.path).map_err(|x| MoverError::io("stat", &o.path, x))?;
+        } else if chown || md.mode() & 0o7777 != e.mode {
+            md = o.file.metadata().map_err(|x| MoverError::io("stat", &target, x))?;
+        }
         self.totals.files.fetch_add(1, Ordering::Relaxed);
         if self.need[&o.idx].delta.is_some() {
             self.totals.delta.fetch_add(1, Ordering::Relaxed);
@@ -729,7 +815,14 @@ pub(crate) fn punch_hole(f: &File, off: u64, len: u64) -> std::io::Result<()> {
 /// Link hardlinks, set directory metadata deepest-first, re-walk and hash the tree.
 /// When the pass changed nothing, the walk from its start is the final state and is hashed
 /// as is (this keeps a no-change pass cheap).
-pub(crate) fn finish(src: &[Entry], root: &Path, mut index: HashIndex, dst: Vec<Entry>, mut changed: bool) -> Result<(u64, usize, Digest, HashIndex)> {
+pub(crate) fn finish(src: &[Entry], root: &Path, index: HashIndex, dst: Vec<Entry>, changed: bool) -> Result<(u64, usize, Digest, HashIndex)> {
+    let (links, entries, hash, mut index) = finish_unsaved(src, root, index, dst, changed)?;
+    index.save(&entries)?;
+    Ok((links, entries.len(), hash, index))
+}
+
+/// [`finish`] without saving the hash cache: the final listing comes back for that.
+fn finish_unsaved(src: &[Entry], root: &Path, mut index: HashIndex, dst: Vec<Entry>, mut changed: bool) -> Result<(u64, Vec<Entry>, Digest, HashIndex)> {
     let mut links = 0;
     for e in src.iter().filter(|e| e.kind == Kind::Hardlink) {
         let p = e.abs(root);
@@ -766,8 +859,7 @@ pub(crate) fn finish(src: &[Entry], root: &Path, mut index: HashIndex, dst: Vec<
     let entries = if changed { tree::walk(root, 4, &[])? } else { dst };
     let contents = hash_tree_files(&entries, root, &mut index)?;
     let hash = tree::tree_hash(&entries, |i| contents[i]);
-    index.save(&entries)?;
-    Ok((links, entries.len(), hash, index))
+    Ok((links, entries, hash, index))
 }
 
 /// Content hash per entry index (zero for non-files): cache where valid, else read.
@@ -813,20 +905,32 @@ pub(crate) fn hash_tree_files(entries: &[Entry], root: &Path, index: &mut HashIn
 /// (read-write: partly sparse blocks are read back), a temporary name beside it
 /// when something else is in the way (renamed over it at the end), else a new file.
 pub(crate) fn open_target(path: &std::path::Path, root: &std::path::Path, delta: bool, exists: bool, tag: &str) -> Result<(std::fs::File, Option<std::path::PathBuf>)> {
+    open_target_mode(path, root, delta, exists, tag, 0o600)
+}
+
+/// [`open_target`] creating new files with permission bits `mode` (before the umask).
+pub(crate) fn open_target_mode(
+    path: &std::path::Path,
+    root: &std::path::Path,
+    delta: bool,
+    exists: bool,
+    tag: impl std::fmt::Display,
+    mode: u32,
+) -> Result<(std::fs::File, Option<std::path::PathBuf>)> {
     if delta {
         let f = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(|x| MoverError::io("open", path, x))?;
         return Ok((f, None));
     }
     if exists {
         let t = path.parent().unwrap_or(root).join(format!(".ferry-{tag}-{:08x}.tmp", rand::random::<u32>()));
-        let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&t).map_err(|x| MoverError::io("create", &t, x))?;
+        let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&t).map_err(|x| MoverError::io("create", &t, x))?;
         return Ok((f, Some(t)));
     }
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|x| MoverError::io("create", path, x))?;

@@ -14,9 +14,10 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::hash::{Digest, block_hash, block_count, block_len, file_hash, zero_hash};
+use super::hash::{BlockHasher, Digest, block_count, block_hash, block_len, file_hash, zero_hash};
 use super::index::{Cached, HashIndex};
 use super::stats::Report;
+use super::stream::{OutBuf, SyncTls};
 use super::tree::{self, Entry, Kind};
 use super::wire::{self, Counted, Counters, Dec, Enc, tag};
 use super::{BLOCK_SIZE, DELTA_MIN, MoverError, PROTOCOL_VERSION, Result};
@@ -203,8 +204,9 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
     tracing::debug!(ms = started.elapsed().as_millis() as u64, files = jobs.len(), "need list received");
     let needed: HashSet<usize> = jobs.iter().map(|j| j.idx).collect();
     let total_bytes: u64 = jobs.iter().map(|j| entries[j.idx].size).sum();
-    // Big files first so they do not become the tail of the pass.
-    jobs.sort_by_key(|j| std::cmp::Reverse(entries[j.idx].size));
+    // Big files first so they do not become the tail of the pass; the rest in listing
+    // order, so the streams work through one directory at a time (see `tree::DirCache`).
+    jobs.sort_by_key(|j| (std::cmp::Reverse(entries[j.idx].size.max(BLOCK_SIZE)), j.idx));
     let n_jobs = jobs.len();
 
     // Content hashes of files not sent, computed while data flows.
@@ -230,18 +232,43 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
         let queue = Arc::new(Mutex::new(jobs.into_iter().collect::<VecDeque<_>>()));
         let limiter = opts.bwlimit.map(|r| Arc::new((Instant::now(), AtomicU64::new(0), r)));
         let mut tasks = Vec::new();
-        for _ in 0..streams {
-            let mut conn = connect(&opts, &counters).await?;
-            wire::write_frame(&mut conn, tag::HELLO, &hello(wire::ROLE_DATA, &session))
-                .await
-                .map_err(|e| MoverError::net("data connection to receiver", e))?;
-            let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
-            let (queue, entries, src, totals, results, bar) =
-                (queue.clone(), entries_arc.clone(), opts.src.clone(), totals.clone(), results.clone(), bar.clone());
-            let reader = std::thread::spawn(move || read_jobs(&queue, &entries, &src, &tx, compress, &totals, &results, bar.as_ref()));
-            tasks.push(tokio::spawn(pump(conn, rx, reader, limiter.clone())));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Whatever ends this pass early also stops the stream threads at their next file.
+        struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
         }
-        let all = futures::future::try_join_all(tasks.into_iter().map(|t| async move { t.await.expect("data task") }));
+        let _stop_guard = StopOnDrop(stop.clone());
+        // Handshakes of all data connections at once.
+        let conns = futures::future::try_join_all((0..streams).map(|_| connect(&opts, &counters))).await?;
+        for conn in conns {
+            let (io, tls) = conn.into_inner();
+            let conn = wire::into_sync(io, tls).map_err(|e| MoverError::net("data connection to receiver", e))?;
+            let ctx = Stream {
+                queue: queue.clone(),
+                entries: entries_arc.clone(),
+                src: opts.src.clone(),
+                compress,
+                totals: totals.clone(),
+                results: results.clone(),
+                bar: bar.clone(),
+                limiter: limiter.clone(),
+                session,
+                stop: stop.clone(),
+            };
+            // A plain thread (not the runtime's blocking pool): a failed pass exits without
+            // waiting for the other streams.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(ctx.run(conn));
+            });
+            tasks.push(rx);
+        }
+        let all = futures::future::try_join_all(tasks.into_iter().map(|t| async move {
+            t.await.unwrap_or_else(|_| Err(MoverError::Protocol("data stream thread panicked".into())))
+        }));
         tokio::pin!(all);
         tokio::select! {
             r = &mut all => {
@@ -266,43 +293,22 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "data phase done");
     wire::write_frame(&mut ctl_wr, tag::FINISH, &[]).await.map_err(net)?;
     ctl_wr.flush().await.map_err(net)?;
+    // Sender's tree hash over what it actually sent, and its hash cache, while the
+    // receiver re-walks its tree.
+    let (unsent, changed_unsent, misses) = skipped_hashes.await.expect("hash task")?;
+    let results = std::mem::take(&mut *results.lock().unwrap());
+    let entries = Arc::try_unwrap(entries_arc).unwrap_or_else(|a| (*a).clone());
+    let cached = Arc::try_unwrap(cached).unwrap_or_else(|a| (*a).clone());
+    let state = opts.state.clone();
+    let conclusion = tokio::task::spawn_blocking(move || conclude(entries, results, unsent, changed_unsent, misses, cached, index, state.is_some()));
     let f = next_ctl(&mut ctl_rx).await?;
     if f.tag != tag::DONE {
         return Err(MoverError::Protocol(format!("expected the receiver's report, got message {}", f.tag)));
     }
     let receiver: super::stats::ReceiverReport =
         serde_json::from_slice(&f.body).map_err(|e| MoverError::Protocol(format!("receiver report: {e}")))?;
-
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "receiver report received");
-    // Sender's tree hash over what it actually sent.
-    let (unsent, changed_unsent, misses) = skipped_hashes.await.expect("hash task")?;
-    let results = std::mem::take(&mut *results.lock().unwrap());
-    let mut entries = Arc::try_unwrap(entries_arc).unwrap_or_else(|a| (*a).clone());
-    let mut unstable = changed_unsent;
-    let mut contents: HashMap<Vec<u8>, Digest> = unsent;
-    let mut new_index = HashIndex::memory();
-    for (idx, s) in &results {
-        let e = &mut entries[*idx];
-        if s.unstable || s.gone {
-            unstable += 1;
-        }
-        if s.gone {
-            e.kind = Kind::Dir; // marker, removed below
-            e.path.push(0);
-            continue;
-        }
-        e.size = s.size;
-        (e.mtime_s, e.mtime_ns) = s.mtime;
-        contents.insert(e.path.clone(), s.content);
-        if !s.unstable {
-            new_index.map.insert(
-                e.path.clone(),
-                Cached { size: s.size, mtime: s.mtime, ctime: s.ctime, ino: s.ino, content: s.content, blocks: s.blocks.clone() },
-            );
-        }
-    }
-    entries.retain(|e| !e.path.ends_with(&[0]));
-    let hash = tree::tree_hash(&entries, |i| contents.get(&entries[i].path).copied().unwrap_or([0; 32]));
+    let Concluded { entries, hash, unstable, files_sent } = conclusion.await.expect("conclusion task")?;
     let sender_hash = hex::encode(hash);
     let ok = sender_hash == receiver.tree_hash;
     let mut v = Enc::new();
@@ -310,49 +316,9 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
     wire::write_frame(&mut ctl_wr, tag::VERDICT, &v.0).await.map_err(net)?;
     ctl_wr.flush().await.map_err(net)?;
     let _ = ctl_wr.shutdown().await;
-
-    let files_now = entries.iter().filter(|e| e.kind == Kind::File).count();
-    // A pass that sent nothing and hashed nothing anew leaves the cache as it is.
-    if let Some(state_dir) = &opts.state
-        && (!results.is_empty() || misses > 0 || files_now != cached.len())
-    {
-        // Keep cache entries for files that were not sent and still match.
-        for e in &entries {
-            if e.kind == Kind::File
-                && !new_index.map.contains_key(&e.path)
-                && let Some(c) = cached.get(&e.path)
-                && c.matches(e)
-            {
-                new_index.map.insert(e.path.clone(), c.clone());
-            }
-            if e.kind == Kind::File
-                && !new_index.map.contains_key(&e.path)
-                && let Some(h) = contents.get(&e.path)
-            {
-                new_index.map.insert(
-                    e.path.clone(),
-                    Cached {
-                        size: e.size,
-                        mtime: (e.mtime_s, e.mtime_ns),
-                        ctime: (e.local.ctime_s, e.local.ctime_ns),
-                        ino: e.local.ino,
-                        content: *h,
-                        blocks: Vec::new(),
-                    },
-                );
-            }
-        }
-        let _ = state_dir;
-        let mut idx = index;
-        idx.dirty = true;
-        idx.map = new_index.map;
-        let keep = entries.clone();
-        tokio::task::spawn_blocking(move || idx.save(&keep)).await.expect("save task")?;
-    }
     tracing::debug!(ms = started.elapsed().as_millis() as u64, "verdict sent, cache saved");
     let files_total = entries.iter().filter(|e| e.kind == Kind::File).count() as u64;
     let bytes_total = entries.iter().filter(|e| e.kind == Kind::File).map(|e| e.size).sum::<u64>();
-    let files_sent = results.values().filter(|s| !s.gone).count() as u64;
     Ok(Report {
         source: opts.src.display().to_string(),
         destination: opts.addr.clone(),
@@ -376,6 +342,102 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
         receiver_tree_hash: receiver.tree_hash.clone(),
         receiver,
     })
+}
+
+/// The sender's side of the proof, computed while the receiver finishes.
+struct Concluded {
+    /// The listing as sent (sizes and mtimes as read, vanished files dropped).
+    entries: Vec<Entry>,
+    hash: Digest,
+    unstable: u64,
+    files_sent: u64,
+}
+
+/// Tree hash over what was sent (and the cached or fresh hashes of what was not), and
+/// the new hash cache.
+#[allow(clippy::too_many_arguments)]
+fn conclude(
+    mut entries: Vec<Entry>,
+    results: HashMap<usize, Sent>,
+    unsent: Vec<(usize, Digest)>,
+    changed_unsent: u64,
+    misses: u64,
+    mut cached: HashMap<Vec<u8>, Cached>,
+    mut index: HashIndex,
+    save: bool,
+) -> Result<Concluded> {
+    let mut unstable = changed_unsent;
+    let mut content = vec![[0u8; 32]; entries.len()];
+    for (i, d) in unsent {
+        content[i] = d;
+    }
+    let mut gone = false;
+    for (&idx, s) in &results {
+        let e = &mut entries[idx];
+        if s.unstable || s.gone {
+            unstable += 1;
+        }
+        if s.gone {
+            gone = true;
+            continue;
+        }
+        e.size = s.size;
+        (e.mtime_s, e.mtime_ns) = s.mtime;
+        content[idx] = s.content;
+    }
+    let cached_len = cached.len();
+    // A pass that sent nothing and hashed nothing anew leaves the cache as it is.
+    let files_now = entries.iter().enumerate().filter(|(i, e)| e.kind == Kind::File && !results.get(i).is_some_and(|s| s.gone)).count();
+    if save && (!results.is_empty() || misses > 0 || files_now != cached_len) {
+        let mut map = HashMap::with_capacity(files_now);
+        for (i, e) in entries.iter().enumerate() {
+            if e.kind != Kind::File {
+                continue;
+            }
+            match results.get(&i) {
+                Some(s) if s.gone => {}
+                Some(s) if !s.unstable => {
+                    let c = Cached { size: s.size, mtime: s.mtime, ctime: s.ctime, ino: s.ino, content: s.content, blocks: s.blocks.clone() };
+                    map.insert(e.path.clone(), c);
+                }
+                _ => {
+                    // Not sent (or changed while being sent): keep a cache entry that still
+                    // matches, else record the hash known now.
+                    match cached.remove_entry(&e.path) {
+                        Some((p, c)) if c.matches(e) => {
+                            map.insert(p, c);
+                        }
+                        _ => {
+                            let c = Cached {
+                                size: e.size,
+                                mtime: (e.mtime_s, e.mtime_ns),
+                                ctime: (e.local.ctime_s, e.local.ctime_ns),
+                                ino: e.local.ino,
+                                content: content[i],
+                                blocks: Vec::new(),
+                            };
+                            map.insert(e.path.clone(), c);
+                        }
+                    }
+                }
+            }
+        }
+        index.dirty = true;
+        index.map = map;
+    }
+    if gone {
+        let keep: Vec<bool> = (0..entries.len()).map(|i| !results.get(&i).is_some_and(|s| s.gone)).collect();
+        let mut k = keep.iter();
+        entries.retain(|_| *k.next().expect("same length"));
+        let mut k = keep.iter();
+        content.retain(|_| *k.next().expect("same length"));
+    }
+    let hash = tree::tree_hash(&entries, |i| content[i]);
+    if index.dirty {
+        index.save(&entries)?;
+    }
+    let files_sent = results.values().filter(|s| !s.gone).count() as u64;
+    Ok(Concluded { entries, hash, unstable, files_sent })
 }
 
 /// Refuse a state directory inside the tree it describes (it would be copied or deleted).
@@ -421,140 +483,238 @@ fn readable(src: &Path, entries: &[Entry]) -> Result<()> {
     Ok(())
 }
 
-/// Move encoded frames from a reader thread to the TLS connection, then close the stream
-/// and wait for the receiver's acknowledgement.
-async fn pump(
-    mut conn: Tls,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    reader: std::thread::JoinHandle<Result<()>>,
+/// Staged plaintext is encrypted and sent once this much has piled up.
+const FLUSH_AT: usize = 1024 * 1024;
+
+/// One data connection: its own thread takes files from the shared queue, reads them
+/// straight into the plaintext buffer, hashes them there and encrypts in batches.
+struct Stream {
+    queue: Arc<Mutex<VecDeque<Job>>>,
+    entries: Arc<Vec<Entry>>,
+    src: PathBuf,
+    compress: bool,
+    totals: Arc<Totals>,
+    results: Arc<Mutex<HashMap<usize, Sent>>>,
+    bar: Option<indicatif::ProgressBar>,
     limiter: Option<Arc<(Instant, AtomicU64, u64)>>,
-) -> Result<()> {
-    let net = |e| MoverError::net("data connection to receiver", e);
-    let mut w = BufWriter::with_capacity(256 * 1024, &mut conn);
-    let mut write_err = None;
-    while let Some(frame) = rx.recv().await {
-        if let Err(e) = w.write_all(&frame).await {
-            write_err = Some(e);
-            break;
+    session: [u8; 16],
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What one stream thread needs while sending files.
+struct Out<'a> {
+    tls: SyncTls,
+    buf: OutBuf,
+    /// Whole-block scratch for delta updates (compare before sending).
+    block: Vec<u8>,
+    zc: Option<zstd::bulk::Compressor<'static>>,
+    zbuf: Vec<u8>,
+    totals: &'a Totals,
+    bar: Option<&'a indicatif::ProgressBar>,
+    limiter: Option<&'a (Instant, AtomicU64, u64)>,
+    dirs: tree::DirCache,
+}
+
+impl Out<'_> {
+    fn maybe_flush(&mut self) -> Result<()> {
+        if self.buf.len() >= FLUSH_AT {
+            self.flush()?;
         }
-        if let Some(l) = &limiter {
-            let sent = l.1.fetch_add(frame.len() as u64, Ordering::Relaxed) + frame.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let n = self.buf.send(&mut self.tls).map_err(|e| MoverError::net("data connection to receiver", e))?;
+        if let Some(l) = self.limiter {
+            let sent = l.1.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
             let due = Duration::from_secs_f64(sent as f64 / l.2 as f64);
             let elapsed = l.0.elapsed();
             if due > elapsed {
-                tokio::time::sleep(due - elapsed).await;
+                std::thread::sleep(due - elapsed);
             }
         }
+        Ok(())
     }
-    drop(rx);
-    let read_result = tokio::task::spawn_blocking(move || reader.join()).await
-        .map_err(|e| MoverError::Protocol(format!("file reader thread: {e}")))?;
-    if let Some(e) = write_err {
-        return Err(net(e));
+
+    fn frame(&mut self, tag: u8, body: &[u8]) -> Result<()> {
+        self.buf.frame(tag, body);
+        self.maybe_flush()
     }
-    match read_result {
-        Ok(r) => r?,
-        Err(_) => return Err(MoverError::Protocol("file reader thread panicked".into())),
+
+    /// Stage a CHUNK frame header for `len` bytes at `off`; returns where its payload starts.
+    fn chunk_header(&mut self, off: u64, len: usize) -> usize {
+        self.buf.put(&[tag::CHUNK]);
+        self.buf.put(&((13 + len) as u32).to_le_bytes());
+        self.buf.put(&off.to_le_bytes());
+        self.buf.put(&(len as u32).to_le_bytes());
+        self.buf.put(&[0]);
+        self.buf.cut();
+        self.buf.len()
     }
-    wire::write_frame(&mut w, tag::DATA_END, &[]).await.map_err(net)?;
-    w.flush().await.map_err(net)?;
-    drop(w);
-    match wire::read_frame(&mut conn).await.map_err(net)? {
-        Some(f) if f.tag == tag::DATA_DONE => Ok(()),
-        Some(f) if f.tag == tag::ERROR => Err(MoverError::Peer { side: "receiver", message: wire::error_text(&f.body) }),
-        Some(f) => Err(MoverError::Protocol(format!("unexpected message {} at the end of a data stream", f.tag))),
-        None => Err(MoverError::Protocol("receiver closed a data connection before acknowledging it".into())),
+
+    /// The CHUNK whose payload (`len` raw bytes) was just staged at `start`: compress it
+    /// in place when that pays, count it, and send when enough is staged.
+    fn chunk_done(&mut self, start: usize, len: usize, try_compress: &mut bool) -> Result<()> {
+        let mut wire_len = len;
+        if *try_compress && let Some(z) = self.zc.as_mut() {
+            self.zbuf.resize(zstd::zstd_safe::compress_bound(len), 0);
+            match z.compress_to_buffer(self.buf.tail(start), &mut self.zbuf) {
+                Ok(c) if (c as u64) * 10 < len as u64 * 9 => {
+                    self.buf.truncate(start);
+                    self.buf.put(&self.zbuf[..c]);
+                    let hdr = self.buf.tail_mut(start - 18);
+                    hdr[1..5].copy_from_slice(&((13 + c) as u32).to_le_bytes());
+                    hdr[17] = 1;
+                    wire_len = c;
+                }
+                // Incompressible data: stop trying for the rest of this file.
+                _ => *try_compress = false,
+            }
+        }
+        self.totals.file_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.totals.data_bytes.fetch_add(wire_len as u64, Ordering::Relaxed);
+        if let Some(b) = self.bar {
+            b.inc(len as u64);
+        }
+        self.maybe_flush()
+    }
+
+    /// Stage a chunk copied from `data`.
+    fn chunk_from(&mut self, off: u64, data: &[u8], try_compress: &mut bool) -> Result<()> {
+        let start = self.chunk_header(off, data.len());
+        self.buf.put(data);
+        self.chunk_done(start, data.len(), try_compress)
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read_jobs(
-    queue: &Mutex<VecDeque<Job>>,
-    entries: &[Entry],
-    src: &Path,
-    tx: &mpsc::Sender<Vec<u8>>,
-    compress: bool,
-    totals: &Totals,
-    results: &Mutex<HashMap<usize, Sent>>,
-    bar: Option<&indicatif::ProgressBar>,
-) -> Result<()> {
-    let mut buf = vec![0u8; BLOCK_SIZE as usize];
-    let mut zc = if compress { Some(zstd::bulk::Compressor::new(1).map_err(|e| MoverError::Protocol(format!("zstd: {e}")))?) } else { None };
-    loop {
-        let Some(job) = queue.lock().unwrap().pop_front() else { return Ok(()) };
-        let sent = send_file(&job, entries, src, tx, &mut buf, zc.as_mut(), totals, bar)?;
-        results.lock().unwrap().insert(job.idx, sent);
+impl Stream {
+    fn run(self, tls: SyncTls) -> Result<()> {
+        let net = |e| MoverError::net("data connection to receiver", e);
+        let zc = if self.compress { Some(zstd::bulk::Compressor::new(1).map_err(|e| MoverError::Protocol(format!("zstd: {e}")))?) } else { None };
+        let mut out = Out {
+            tls,
+            buf: OutBuf::new(FLUSH_AT, BLOCK_SIZE as usize + 64),
+            block: Vec::new(),
+            zc,
+            zbuf: Vec::new(),
+            totals: &self.totals,
+            bar: self.bar.as_ref(),
+            limiter: self.limiter.as_deref(),
+            dirs: tree::DirCache::new(&self.src),
+        };
+        out.frame(tag::HELLO, &hello(wire::ROLE_DATA, &self.session))?;
+        let mut done = Vec::new();
+        let r = loop {
+            if self.stop.load(Ordering::Relaxed) {
+                break Err(MoverError::Protocol("pass aborted".into()));
+            }
+            let Some(job) = self.queue.lock().unwrap().pop_front() else { break Ok(()) };
+            match send_file(&job, &self.entries, &self.src, &mut out) {
+                Ok(sent) => done.push((job.idx, sent)),
+                Err(e) => break Err(e),
+            }
+            if done.len() >= 64 {
+                self.results.lock().unwrap().extend(done.drain(..));
+            }
+        };
+        self.results.lock().unwrap().extend(done.drain(..));
+        r?;
+        out.frame(tag::DATA_END, &[])?;
+        out.flush()?;
+        let mut tls = out.tls;
+        match tls.read_frame().map_err(net)? {
+            Some(f) if f.tag == tag::DATA_DONE => Ok(()),
+            Some(f) if f.tag == tag::ERROR => Err(MoverError::Peer { side: "receiver", message: wire::error_text(&f.body) }),
+            Some(f) => Err(MoverError::Protocol(format!("unexpected message {} at the end of a data stream", f.tag))),
+            None => Err(MoverError::Protocol("receiver closed a data connection before acknowledging it".into())),
+        }
     }
 }
 
-fn emit(tx: &mpsc::Sender<Vec<u8>>, frame: Vec<u8>) -> Result<()> {
-    tx.blocking_send(frame).map_err(|_| MoverError::Protocol("data connection closed while sending".into()))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn send_file(
-    job: &Job,
-    entries: &[Entry],
-    src: &Path,
-    tx: &mpsc::Sender<Vec<u8>>,
-    buf: &mut [u8],
-    mut zc: Option<&mut zstd::bulk::Compressor<'static>>,
-    totals: &Totals,
-    bar: Option<&indicatif::ProgressBar>,
-) -> Result<Sent> {
+fn send_file(job: &Job, entries: &[Entry], src: &Path, out: &mut Out<'_>) -> Result<Sent> {
     use std::os::unix::fs::MetadataExt;
     let e = &entries[job.idx];
     let path = e.abs(src);
-    let gone = || -> Result<Sent> {
-        let mut g = Enc::new();
-        g.u32(job.idx as u32);
-        emit(tx, wire::frame(tag::FILE_GONE, &g.0))?;
+    let gone = |out: &mut Out<'_>| -> Result<Sent> {
+        out.frame(tag::FILE_GONE, &(job.idx as u32).to_le_bytes())?;
         Ok(Sent { size: 0, mtime: (0, 0), ctime: (0, 0), ino: 0, content: [0; 32], blocks: vec![], unstable: true, gone: true })
     };
-    let file = match tree::open_read(&path) {
+    let file = match out.dirs.open_read(&e.path) {
         Ok(f) => f,
-        Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ELOOP) | Some(libc::ENOTDIR)) => return gone(),
+        Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ELOOP) | Some(libc::ENOTDIR)) => return gone(out),
         Err(err) => return Err(MoverError::io("open", &path, err)),
     };
     let md = file.metadata().map_err(|err| MoverError::io("stat", &path, err))?;
     if !md.is_file() {
-        return gone();
+        return gone(out);
     }
     let (size, mtime, ctime) = (md.size(), (md.mtime(), md.mtime_nsec() as u32), (md.ctime(), md.ctime_nsec() as u32));
     let remote = job.remote_blocks.as_deref();
     let mut b = Enc::new();
     b.u32(job.idx as u32).u64(size).i64(mtime.0).u32(mtime.1).u8(remote.is_some() as u8);
-    emit(tx, wire::frame(tag::FILE_BEGIN, &b.0))?;
+    out.frame(tag::FILE_BEGIN, &b.0)?;
 
     let segs = tree::data_segments(&file, size, md.blocks());
-    let mut seg_i = 0;
-    let mut hashes = Vec::with_capacity(block_count(size) as usize);
     let mut unstable = false;
-    let mut try_compress = zc.is_some();
-    let mut chunk = |off: u64, data: &[u8], try_compress: &mut bool| -> Result<()> {
-        let mut payload: Option<Vec<u8>> = None;
-        if *try_compress && let Some(z) = zc.as_deref_mut() {
-            match z.compress(data) {
-                Ok(c) if (c.len() as u64) * 10 < data.len() as u64 * 9 => payload = Some(c),
-                // Incompressible data: stop trying for the rest of this file.
-                _ => *try_compress = false,
+    let mut try_compress = out.zc.is_some();
+    let hashes = match remote {
+        // Whole file: every data segment goes out in block-sized pieces, read straight into
+        // the send buffer and hashed there (holes hash as zeros).
+        None => {
+            let mut hasher = BlockHasher::new();
+            for &(s, t) in &segs {
+                let mut off = s;
+                while off < t {
+                    let n = (t - off).min(BLOCK_SIZE - off % BLOCK_SIZE) as usize;
+                    let start = out.chunk_header(off, n);
+                    let dst = out.buf.spare(n);
+                    let got = tree::read_full_at(&file, dst, off).map_err(|err| MoverError::io("read", &path, err))?;
+                    if got < n {
+                        dst[got..].fill(0); // shrank under us
+                        unstable = true;
+                    }
+                    hasher.feed(off, dst).map_err(MoverError::Protocol)?;
+                    out.buf.commit(n);
+                    out.chunk_done(start, n, &mut try_compress)?;
+                    off += n as u64;
+                }
             }
+            let (hashes, content) = hasher.finish(size);
+            debug_assert_eq!(content, file_hash(size, &hashes));
+            hashes
         }
-        let body_len = 13 + payload.as_ref().map_or(data.len(), |p| p.len());
-        let mut f = Vec::with_capacity(5 + body_len);
-        f.push(tag::CHUNK);
-        f.extend_from_slice(&(body_len as u32).to_le_bytes());
-        f.extend_from_slice(&off.to_le_bytes());
-        f.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        f.push(payload.is_some() as u8);
-        f.extend_from_slice(payload.as_deref().unwrap_or(data));
-        totals.file_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        totals.data_bytes.fetch_add((body_len - 13) as u64, Ordering::Relaxed);
-        if let Some(b) = bar {
-            b.inc(data.len() as u64);
-        }
-        emit(tx, f)
+        Some(r) => delta_blocks(&file, &path, size, &segs, r, out, &mut unstable, &mut try_compress)?,
     };
+    let content = file_hash(size, &hashes);
+    let md2 = file.metadata().map_err(|err| MoverError::io("stat", &path, err))?;
+    if md2.size() != size || (md2.mtime(), md2.mtime_nsec() as u32) != mtime || (md2.ctime(), md2.ctime_nsec() as u32) != ctime {
+        unstable = true;
+    }
+    let mut fe = [0u8; 33];
+    fe[..32].copy_from_slice(&content);
+    fe[32] = unstable as u8;
+    out.frame(tag::FILE_END, &fe)?;
+    let blocks = if size < DELTA_MIN { Vec::new() } else { hashes };
+    Ok(Sent { size, mtime, ctime, ino: md.ino(), content, blocks, unstable, gone: false })
+}
+
+/// Block-wise update: hash every block, send only those whose hash differs from the
+/// receiver's (holes stay holes: the block is punched, then its data segments sent).
+#[allow(clippy::too_many_arguments)]
+fn delta_blocks(
+    file: &std::fs::File,
+    path: &Path,
+    size: u64,
+    segs: &[(u64, u64)],
+    remote: &[Digest],
+    out: &mut Out<'_>,
+    unstable: &mut bool,
+    try_compress: &mut bool,
+) -> Result<Vec<Digest>> {
+    let mut blk = std::mem::take(&mut out.block);
+    blk.resize(BLOCK_SIZE as usize, 0);
+    let mut hashes = Vec::with_capacity(block_count(size) as usize);
+    let mut seg_i = 0;
     for bi in 0..block_count(size) {
         let off = bi * BLOCK_SIZE;
         let len = block_len(size, bi);
@@ -568,7 +728,7 @@ fn send_file(
             pieces.push((segs[k].0.max(off), segs[k].1.min(end)));
             k += 1;
         }
-        let blk = &mut buf[..len as usize];
+        let blk = &mut blk[..len as usize];
         let h = if pieces.is_empty() {
             zero_hash(len)
         } else {
@@ -577,58 +737,36 @@ fn send_file(
             }
             for &(s, t) in &pieces {
                 let dst = &mut blk[(s - off) as usize..(t - off) as usize];
-                let got = tree::read_full_at(&file, dst, s).map_err(|err| MoverError::io("read", &path, err))?;
+                let got = tree::read_full_at(file, dst, s).map_err(|err| MoverError::io("read", path, err))?;
                 if got < dst.len() {
                     dst[got..].fill(0); // shrank under us
-                    unstable = true;
+                    *unstable = true;
                 }
             }
             block_hash(blk)
         };
-        match remote {
-            Some(r) => {
-                if r.get(bi as usize) != Some(&h) {
-                    let whole = pieces.len() == 1 && pieces[0] == (off, end);
-                    if !whole {
-                        // Holes stay holes: punch the block, then send only its data segments.
-                        let mut z = Enc::new();
-                        z.u64(off).u64(len);
-                        emit(tx, wire::frame(tag::ZERO, &z.0))?;
-                    }
-                    if whole {
-                        chunk(off, blk, &mut try_compress)?;
-                    } else {
-                        for &(s, t) in &pieces {
-                            chunk(s, &blk[(s - off) as usize..(t - off) as usize], &mut try_compress)?;
-                        }
-                    }
-                }
-            }
-            None => {
+        if remote.get(bi as usize) != Some(&h) {
+            let whole = pieces.len() == 1 && pieces[0] == (off, end);
+            if whole {
+                out.chunk_from(off, blk, try_compress)?;
+            } else {
+                let mut z = Enc::new();
+                z.u64(off).u64(len);
+                out.frame(tag::ZERO, &z.0)?;
                 for &(s, t) in &pieces {
-                    chunk(s, &blk[(s - off) as usize..(t - off) as usize], &mut try_compress)?;
+                    out.chunk_from(s, &blk[(s - off) as usize..(t - off) as usize], try_compress)?;
                 }
             }
         }
         hashes.push(h);
     }
-    let content = file_hash(size, &hashes);
-    let md2 = file.metadata().map_err(|err| MoverError::io("stat", &path, err))?;
-    if md2.size() != size || (md2.mtime(), md2.mtime_nsec() as u32) != mtime || (md2.ctime(), md2.ctime_nsec() as u32) != ctime {
-        unstable = true;
-    }
-    let mut fe = Enc::new();
-    fe.raw(&content).u8(unstable as u8);
-    emit(tx, wire::frame(tag::FILE_END, &fe.0))?;
-    if size < DELTA_MIN {
-        hashes.clear();
-    }
-    Ok(Sent { size, mtime, ctime, ino: md.ino(), content, blocks: hashes, unstable, gone: false })
+    out.block = std::mem::take(&mut blk);
+    Ok(hashes)
 }
 
 /// Content hashes of regular files the receiver did not need: from the cache where it
 /// still matches, else by reading them (two threads).
-fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path, needed: &HashSet<usize>) -> Result<(HashMap<Vec<u8>, Digest>, u64, u64)> {
+fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path, needed: &HashSet<usize>) -> Result<(Vec<(usize, Digest)>, u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let changed = AtomicU64::new(0);
     let misses = AtomicU64::new(0);
@@ -636,7 +774,7 @@ fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path,
     let out = tree::par_map(&todo, 2, |&i| {
         let e = &entries[i];
         if let Some(c) = cached.get(&e.path).filter(|c| c.matches(e)) {
-            return Ok((e.path.clone(), c.content));
+            return Ok((i, c.content));
         }
         misses.fetch_add(1, Ordering::Relaxed);
         let p = e.abs(src);
@@ -648,7 +786,7 @@ fn hash_unsent(entries: &[Entry], cached: &HashMap<Vec<u8>, Cached>, src: &Path,
         {
             changed.fetch_add(1, Ordering::Relaxed);
         }
-        Ok((e.path.clone(), c))
+        Ok((i, c))
     })?;
-    Ok((out.into_iter().collect(), changed.into_inner(), misses.into_inner()))
+    Ok((out, changed.into_inner(), misses.into_inner()))
 }

@@ -303,6 +303,67 @@ pub fn open_read(path: &Path) -> std::io::Result<File> {
     }
 }
 
+/// Opens files by name relative to their parent directory, keeping the last directory
+/// open: work in listing order stays in one directory for a while, and each open then
+/// looks up one name instead of the whole path.
+pub struct DirCache {
+    root: PathBuf,
+    dir: Vec<u8>,
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl DirCache {
+    /// Paths are relative to `root`.
+    pub fn new(root: &Path) -> Self {
+        DirCache { root: root.to_path_buf(), dir: Vec::new(), fd: None }
+    }
+
+    /// `openat(2)` of the relative path `rel` (flags get O_CLOEXEC).
+    pub fn open(&mut self, rel: &[u8], flags: i32, mode: u32) -> std::io::Result<File> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&b""[..], rel),
+        };
+        if self.fd.is_none() || self.dir != parent {
+            self.fd = None;
+            let p = std::ffi::CString::new(abs_path(&self.root, parent).into_os_string().into_encoded_bytes())
+                .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            // SAFETY: valid C string; the fd is owned below.
+            let fd = unsafe { libc::open(p.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: fresh fd we own.
+            self.fd = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+            self.dir.clear();
+            self.dir.extend_from_slice(parent);
+        }
+        let name = std::ffi::CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let dirfd = self.fd.as_ref().expect("set above").as_raw_fd();
+        // SAFETY: valid dirfd and C string; the fd is owned by the File.
+        let fd = unsafe { libc::openat(dirfd, name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) || e.raw_os_error() == Some(libc::ENOTDIR) {
+                // The directory itself may have been replaced: look it up again next time.
+                self.fd = None;
+            }
+            return Err(e);
+        }
+        // SAFETY: fresh fd we own.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// [`open_read`] relative to the cached directory.
+    pub fn open_read(&mut self, rel: &[u8]) -> std::io::Result<File> {
+        match self.open(rel, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOATIME, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => self.open(rel, libc::O_RDONLY | libc::O_NOFOLLOW, 0),
+            r => r,
+        }
+    }
+}
+
 /// Data ranges of an open file (SEEK_DATA/SEEK_HOLE when it has fewer allocated blocks
 /// than its size suggests, else one range).
 pub fn data_segments(file: &File, size: u64, alloc_blocks: u64) -> Vec<(u64, u64)> {

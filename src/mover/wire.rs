@@ -258,6 +258,42 @@ impl<S> Counted<S> {
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
+
+    /// The wrapped socket and the counters.
+    pub fn into_parts(self) -> (S, Counters) {
+        (self.inner, self.counters)
+    }
+}
+
+impl<S: std::io::Read> std::io::Read for Counted<S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counters.rx.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<S: std::io::Write> std::io::Write for Counted<S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.counters.tx.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let n = self.inner.write_vectored(bufs)?;
+        self.counters.tx.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Turn an async TLS connection whose handshake is done into a blocking one.
+pub fn into_sync<C: Into<rustls::Connection>>(io: Counted<tokio::net::TcpStream>, conn: C) -> std::io::Result<super::stream::SyncTls> {
+    let (tcp, counters) = io.into_parts();
+    let tcp = tcp.into_std()?;
+    super::stream::SyncTls::new(Counted::new(tcp, counters), conn)
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
