@@ -240,7 +240,6 @@ pub struct Tuning {
 /// Run a mover subcommand. Exit codes: 0 trees verified equal, 1 error or mismatch,
 /// 3 source changed during the pass (run another pass).
 pub async fn run(cmd: MoverCommand) -> anyhow::Result<ExitCode> {
-    keep_freed_memory();
     match cmd {
         MoverCommand::Certs { out, sans, days } => {
             let m = certs::mint(&sans, days)?;
@@ -324,18 +323,6 @@ pub async fn run(cmd: MoverCommand) -> anyhow::Result<ExitCode> {
             let rep = bucket::pull(opts).await?;
             finish_s3(&rep, output)
         }
-    }
-}
-
-/// The data path allocates and frees many record-sized buffers (rustls makes one per TLS
-/// record) from several threads; glibc would hand freed memory back to the kernel and
-/// take page faults to get it again. Keep it (the mover's memory use is bounded anyway).
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes allocator thresholds; called before the mover's threads start.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
     }
 }
 

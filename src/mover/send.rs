@@ -111,6 +111,7 @@ fn hello(role: u8, session: &[u8; 16]) -> Vec<u8> {
 
 /// Run one pass to a receiver.
 pub async fn send(opts: SendOptions) -> Result<Report> {
+    super::stream::keep_freed_memory();
     let started = Instant::now();
     if let Some(state) = &opts.state {
         refuse_state_inside(state, &opts.src)?;

@@ -9,6 +9,21 @@ use std::net::TcpStream;
 
 use super::wire::{self, Counted, Frame, MAX_FRAME};
 
+/// The data path allocates and frees many record-sized buffers (rustls makes one per TLS
+/// record) from several threads; glibc would hand freed memory back to the kernel and
+/// take page faults to get it again. Keep it (the mover's memory use is bounded anyway).
+pub fn keep_freed_memory() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only tunes glibc's allocator thresholds.
+        unsafe {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        }
+    });
+}
+
 /// Socket reads land here first: rustls asks for a few KiB at a time.
 const READ_BUF: usize = 1024 * 1024;
 /// Ciphertext rustls may queue before it must be written out.
