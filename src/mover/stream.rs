@@ -287,3 +287,26 @@ impl OutBuf {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbuf_stages_frames_and_keeps_cuts_consistent() {
+        let mut b = OutBuf::new(64, 64);
+        b.frame(7, b"ab");
+        b.cut();
+        let start = b.len();
+        b.spare(3).copy_from_slice(b"xyz");
+        b.commit(3);
+        assert_eq!(b.tail(start), b"xyz");
+        assert_eq!(b.tail(0), &[7, 2, 0, 0, 0, b'a', b'b', b'x', b'y', b'z'][..]);
+        b.cut();
+        b.truncate(start); // a cut at the truncation point stays, later ones go
+        assert_eq!(b.cuts, vec![start]);
+        b.truncate(3);
+        assert_eq!(b.cuts, Vec::<usize>::new());
+        assert_eq!(b.len(), 3);
+    }
+}
