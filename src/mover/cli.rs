@@ -249,7 +249,6 @@ pub async fn run(cmd: MoverCommand) -> anyhow::Result<ExitCode> {
     // In a pod the mover is PID 1, where a signal without a handler is ignored:
     // without this a deleted mover pod would wait out its whole grace period.
     // Stopping mid-pass is safe — files land by rename, the next pass resumes.
-    keep_freed_memory();
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
     tokio::select! {
@@ -357,18 +356,6 @@ fn write_report(file: Option<&std::path::Path>, rep: &impl serde::Serialize) -> 
         std::fs::write(f, serde_json::to_vec(rep)?).map_err(|e| anyhow::anyhow!("writing the report to {}: {e}", f.display()))?;
     }
     Ok(())
-}
-
-/// The data path allocates and frees many record-sized buffers (rustls makes one per TLS
-/// record) from several threads; glibc would hand freed memory back to the kernel and
-/// take page faults to get it again. Keep it (the mover's memory use is bounded anyway).
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes allocator thresholds (glibc serialises it with the allocator's own lock).
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-    }
 }
 
 fn finish_s3(rep: &S3Report, output: OutputFormat) -> anyhow::Result<ExitCode> {

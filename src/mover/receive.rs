@@ -85,6 +85,7 @@ pub async fn bind(addr: &str) -> Result<TcpListener> {
 
 /// Serve passes on `listener`: one (default) or until killed (`serve`).
 pub async fn serve(listener: TcpListener, opts: ReceiveOptions) -> Result<ReceiverReport> {
+    super::stream::keep_freed_memory();
     if let Some(state) = &opts.state {
         super::send::refuse_state_inside(state, &opts.dst)?;
     }

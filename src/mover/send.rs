@@ -111,6 +111,7 @@ fn hello(role: u8, session: &[u8; 16]) -> Vec<u8> {
 
 /// Run one pass to a receiver.
 pub async fn send(opts: SendOptions) -> Result<Report> {
+    super::stream::keep_freed_memory();
     let started = Instant::now();
     if let Some(state) = &opts.state {
         refuse_state_inside(state, &opts.src)?;
@@ -273,8 +274,10 @@ pub async fn send(opts: SendOptions) -> Result<Report> {
         tokio::select! {
             r = &mut all => {
                 if let Err(e) = r {
-                    // The receiver usually says why it dropped the stream on the control connection.
-                    if let Ok(Some(Ok(f))) = tokio::time::timeout(Duration::from_secs(2), ctl_rx.recv()).await
+                    // The receiver usually says why it dropped the stream on the control connection
+                    // (a local failure, such as a source read error, speaks for itself).
+                    if matches!(e, MoverError::Net { .. } | MoverError::Protocol(_))
+                        && let Ok(Some(Ok(f))) = tokio::time::timeout(Duration::from_secs(2), ctl_rx.recv()).await
                         && f.tag == tag::ERROR {
                         return Err(MoverError::Peer { side: "receiver", message: wire::error_text(&f.body) });
                     }

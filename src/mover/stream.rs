@@ -9,6 +9,21 @@ use std::net::TcpStream;
 
 use super::wire::{self, Counted, Frame, MAX_FRAME};
 
+/// The data path allocates and frees many record-sized buffers (rustls makes one per TLS
+/// record) from several threads; glibc would hand freed memory back to the kernel and
+/// take page faults to get it again. Keep it (the mover's memory use is bounded anyway).
+pub fn keep_freed_memory() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only tunes glibc's allocator thresholds.
+        unsafe {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        }
+    });
+}
+
 /// Socket reads land here first: rustls asks for a few KiB at a time.
 const READ_BUF: usize = 1024 * 1024;
 /// Ciphertext rustls may queue before it must be written out.
@@ -270,5 +285,28 @@ impl OutBuf {
         self.len = 0;
         self.cuts.clear();
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbuf_stages_frames_and_keeps_cuts_consistent() {
+        let mut b = OutBuf::new(64, 64);
+        b.frame(7, b"ab");
+        b.cut();
+        let start = b.len();
+        b.spare(3).copy_from_slice(b"xyz");
+        b.commit(3);
+        assert_eq!(b.tail(start), b"xyz");
+        assert_eq!(b.tail(0), &[7, 2, 0, 0, 0, b'a', b'b', b'x', b'y', b'z'][..]);
+        b.cut();
+        b.truncate(start); // a cut at the truncation point stays, later ones go
+        assert_eq!(b.cuts, vec![start]);
+        b.truncate(3);
+        assert_eq!(b.cuts, Vec::<usize>::new());
+        assert_eq!(b.len(), 3);
     }
 }

@@ -460,6 +460,26 @@ mod tests {
     }
 
     #[test]
+    fn dir_cache_opens_relative_to_the_right_directory() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::fs::write(d.path().join("top"), b"1").unwrap();
+        std::fs::write(d.path().join("a/b/x"), b"2").unwrap();
+        std::fs::write(d.path().join("a/y"), b"3").unwrap();
+        std::os::unix::fs::symlink("x", d.path().join("a/b/link")).unwrap();
+        let mut c = DirCache::new(d.path());
+        let read = |f: File| std::io::read_to_string(f).unwrap();
+        assert_eq!(read(c.open_read(b"a/b/x").unwrap()), "2");
+        assert_eq!(read(c.open_read(b"a/y").unwrap()), "3");
+        assert_eq!(read(c.open_read(b"top").unwrap()), "1");
+        assert_eq!(c.open_read(b"a/b/link").unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(c.open_read(b"a/b/none").unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        let f = c.open(b"a/new", libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600).unwrap();
+        drop(f);
+        assert!(d.path().join("a/new").is_file());
+    }
+
+    #[test]
     fn tree_hash_sees_metadata_and_content() {
         let v = vec![file("a", 1, 1)];
         let base = tree_hash(&v, |_| [1; 32]);
